@@ -1,0 +1,604 @@
+"""The Bus: a read-only view of the RusticAI guilds on one Redis server.
+
+:func:`connect` opens one; every method that returns data only reads. The only
+writes are :meth:`Bus.load_snapshot` and tools that say so in their name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from tqdm.auto import tqdm
+
+from rdebug_nb import _keyspace_io, discovery
+from rdebug_nb._keyspace_io import Expiry, LoadReport
+from rdebug_nb._warn import warn_skips, warn_truncated, warn_unsupported
+from rdebug_nb.errors import (
+    CommandTimeout,
+    ConnectionFailed,
+    GuildNotFound,
+    LoadIncomplete,
+    MessageNotFound,
+    PermissionDenied,
+    RdebugError,
+)
+from rdebug_nb.guilds import Keyspace, TopicKey, guild_table, topic_table
+from rdebug_nb.ids import decode_id
+from rdebug_nb.keys import (
+    glob_escape,
+    message_key,
+    parse_position_key,
+    try_parse_message_key,
+    try_state_owner,
+)
+from rdebug_nb.messages import (
+    StoredMessage,
+    decode_deliveries,
+    empty_deliveries,
+    to_messages,
+)
+from rdebug_nb.server import EmbeddedServer
+from rdebug_nb.snapshot import read_snapshot, write_snapshot
+
+logger = logging.getLogger(__name__)
+
+URL_VARIABLE: Final = "RDEBUG_REDIS_URL"
+"""Environment variable read by :func:`connect` when no URL is given."""
+
+PAGE_SIZE: Final = 5000
+"""Members fetched per ``ZRANGE`` / ``ZRANGEBYSCORE ... LIMIT`` page."""
+
+PROGRESS_THRESHOLD: Final = 20_000
+"""Loads of at least this many entries show a progress bar."""
+
+_PAGES_PER_ROUND_TRIP: Final = 8
+
+TimeBound = datetime | pd.Timestamp | str | int | float | None
+
+
+def connect(
+    url: str | None = None,
+    *,
+    demo: bool = False,
+    timeout: float = 10.0,
+    retries: int = 3,
+    progress: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> Bus:
+    """Open a read-only view of the guilds on a Redis server.
+
+    Parameters
+    ----------
+    url : str, optional
+        ``redis://[user:password@]host:port/db``, ``rediss://...`` or
+        ``unix:///path/to/socket``. Defaults to the ``RDEBUG_REDIS_URL``
+        environment variable; with neither, an embedded Valkey server is started
+        for this Bus (and stopped by :meth:`Bus.close`).
+    demo : bool, default False
+        When an embedded server is started, fill it with the simulated demo guild.
+    timeout : float, default 10.0
+        Seconds to wait for the connection and for each command.
+    retries : int, default 3
+        Retries with exponential backoff after a dropped connection or time-out.
+    progress : bool, default True
+        Show a progress bar on long loads.
+    env : mapping, optional
+        Environment to read ``RDEBUG_REDIS_URL`` from (default ``os.environ``).
+
+    Returns
+    -------
+    Bus
+
+    Raises
+    ------
+    ConnectionFailed
+        If the server cannot be reached; the message names the URL (password
+        hidden) and what to check.
+
+    Examples
+    --------
+    >>> bus = connect(env={})
+    >>> bus.guilds().empty
+    True
+    >>> bus.close()
+    """
+    chosen = url or (os.environ if env is None else env).get(URL_VARIABLE)
+    server = None if chosen else EmbeddedServer().start()
+    target = chosen or (server.url if server else "")
+    client = _client(target, timeout, retries)
+    bus = Bus(client, url=target, server=server, progress=progress)
+    bus.ping()
+    if server and demo:
+        bus.load_demo()
+    return bus
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a Redis URL.
+
+    >>> redact_url("redis://alice:s3cret@db:6379/0")
+    'redis://alice:***@db:6379/0'
+    >>> redact_url("redis://:s3cret@db")
+    'redis://:***@db'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+class Bus:
+    """The guilds on one Redis server, read as pandas frames.
+
+    Parameters
+    ----------
+    client : redis.Redis
+        A client created with ``decode_responses=False``.
+    url : str, optional
+        The URL it was opened with (shown with the password hidden).
+    server : EmbeddedServer, optional
+        An embedded server this Bus owns and stops on :meth:`close`.
+    progress : bool, default True
+        Show a progress bar on long loads.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        url: str = "",
+        server: EmbeddedServer | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.client = client
+        self.url = redact_url(url)
+        self.server = server
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        where = "embedded " if self.server else ""
+        return f"<Bus {where}{self.url or 'client'}>"
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection, and stop the embedded server if this Bus owns one."""
+        self.client.close()
+        if self.server:
+            self.server.stop()
+
+    def ping(self) -> None:
+        """Check that the server answers.
+
+        Raises
+        ------
+        ConnectionFailed
+        """
+        with self._guard("PING"):
+            self.client.ping()
+
+    def guilds(self, *, count_distinct: bool = True) -> pd.DataFrame:
+        """One row per namespace (guild or organisation) found on the server.
+
+        Parameters
+        ----------
+        count_distinct : bool, default True
+            Count distinct message ids (reads every stored member once, decoding
+            only ids); with False, ``messages`` is ``<NA>`` and only key metadata
+            is read.
+
+        Returns
+        -------
+        pandas.DataFrame
+            See :data:`rdebug_nb.guilds.GUILD_COLUMNS`. Keys under a guild prefix
+            that are not what they look like are in ``attrs["skips"]``.
+        """
+        return guild_table(self.keyspace(count_distinct=count_distinct))
+
+    def keyspace(self, *, count_distinct: bool = False) -> Keyspace:
+        """Scan the keyspace once (``SCAN``) and return what it holds."""
+        with self._guard("SCAN"):
+            space = discovery.scan_keyspace(self.client, count_distinct=count_distinct)
+        logger.info("scanned %s: %s topic keys", self.url, len(space.topic_keys))
+        return space
+
+    def topics(self, guild_id: str) -> pd.DataFrame:
+        """One row per topic key of a guild: topic, key, entries, first and last time.
+
+        Raises
+        ------
+        GuildNotFound
+        """
+        space = Keyspace()
+        space.topic_keys = {t.key: t for t in self._topic_keys(guild_id)}
+        return topic_table(space, guild_id)
+
+    def deliveries(
+        self,
+        guild_id: str,
+        topics: Sequence[str] | None = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Every stored copy of a guild's messages: one row per (message, topic).
+
+        Parameters are as for :meth:`messages`; ``limit`` counts deliveries.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`rdebug_nb.messages.DELIVERY_COLUMNS`.
+        """
+        keys = self._select_topics(guild_id, topics)
+        low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
+        frame = self._load(guild_id, keys, low, high, limit)
+        return _finish(frame, limit, guild_id)
+
+    def messages(
+        self,
+        guild_id: str,
+        topics: Sequence[str] | None = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """A guild's messages, one row per distinct id.
+
+        Parameters
+        ----------
+        guild_id : str
+            The guild (or organisation) namespace.
+        topics : sequence of str, optional
+            Only these topics (un-namespaced names); default all.
+        since, until : datetime, str, int or None
+            Time window on the message timestamp, inclusive; ints are Unix
+            milliseconds, naive datetimes are UTC. Only the window is read
+            (``ZRANGEBYSCORE ... LIMIT`` pages).
+        limit : int, optional
+            Keep the newest ``limit`` messages; a cut result issues a
+            :class:`~rdebug_nb.errors.TruncatedWarning` and has
+            ``attrs["truncated"] = True``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`rdebug_nb.messages.MESSAGE_COLUMNS`, sorted by time.
+            Unreadable entries are skipped, counted in one
+            :class:`~rdebug_nb.errors.SkippedEntriesWarning` and listed in
+            ``attrs["skips"]``.
+
+        Raises
+        ------
+        GuildNotFound
+            If the guild has no topic key (or none of the requested topics).
+        LoadIncomplete
+            If the server fails part-way (after retries); nothing partial is
+            returned.
+        """
+        keys = self._select_topics(guild_id, topics)
+        low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
+        frame = to_messages(self._load(guild_id, keys, low, high, limit))
+        return _finish(frame, limit, guild_id)
+
+    def message(self, guild_id: str, message_id: int | str) -> StoredMessage:
+        """Find one message by id, also after its ``msg:`` key has expired.
+
+        The id's timestamp is the topic keys' score, so each topic key is probed
+        with one ``ZRANGEBYSCORE`` at that exact score.
+
+        Raises
+        ------
+        MessageNotFound
+        InvalidId
+        """
+        parts = decode_id(message_id)
+        keys = self._topic_keys(guild_id)
+        with self._guard(f"ZRANGEBYSCORE on the topic keys of {guild_id!r}"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(message_key(guild_id, parts.id))
+            for topic in keys:
+                pipe.zrangebyscore(topic.key, parts.timestamp, parts.timestamp)
+            answers = pipe.execute()
+        return _stored_message(guild_id, parts.id, keys, answers)
+
+    def load_snapshot(
+        self, path: str | Path, *, expiry: Expiry = "keep", replace: bool = False
+    ) -> LoadReport:
+        """Write a keyspace JSONL snapshot into this server.
+
+        This writes to the server. Keys that already exist are left alone unless
+        ``replace=True``.
+
+        Parameters
+        ----------
+        path : str or Path
+            The snapshot (see :mod:`rdebug_nb.snapshot`).
+        expiry : {"keep", "restart", "persist"}, default "keep"
+            ``"keep"``: each key expires at its recorded absolute time, and keys
+            already past it are not written (listed in ``expired``);
+            ``"restart"``: each key gets its recorded remaining time from now;
+            ``"persist"``: nothing expires.
+        replace : bool, default False
+            Overwrite keys that exist.
+
+        Returns
+        -------
+        LoadReport
+        """
+        with self._guard("writing the snapshot (SET/ZADD/HSET)"):
+            report = _keyspace_io.write_records(
+                self.client, read_snapshot(path), expiry=expiry, replace=replace
+            )
+        logger.info("loaded %s into %s: %r", path, self.url, report)
+        return report
+
+    def save_snapshot(
+        self, path: str | Path, guilds: Sequence[str] | None = None, *, now_ms: int | None = None
+    ) -> int:
+        """Write the keyspace (or the keys of some guilds) to a JSONL snapshot.
+
+        Parameters
+        ----------
+        path : str or Path
+            File to write.
+        guilds : sequence of str, optional
+            Only keys of these namespaces: topic keys, ``msg:`` keys, positions
+            and state. Default: every string, sorted-set and hash key.
+        now_ms : int, optional
+            The snapshot time ``ttl_ms`` is counted from (default the server's
+            clock).
+
+        Returns
+        -------
+        int
+            Keys written. Keys of other types are skipped with a warning.
+        """
+        with self._guard("reading keys for the snapshot"):
+            keys = sorted(self._snapshot_keys(guilds))
+            now = now_ms if now_ms is not None else _keyspace_io.server_time_ms(self.client)
+            records, unsupported = _keyspace_io.read_records(self.client, keys, now_ms=now)
+        _warn_unsupported(unsupported)
+        return write_snapshot(records, path)
+
+    def load_demo(self, *, seed: int = 0, guild_id: str = "demo-orders") -> LoadReport:
+        """Write the simulated demo guild into this server (a write)."""
+        from rdebug_nb.simulator import simulate_guild
+
+        with self._guard("writing the demo guild"):
+            now = _keyspace_io.server_time_ms(self.client)
+            records = simulate_guild(guild_id, seed=seed, now_ms=now)
+            return _keyspace_io.write_records(self.client, records, replace=True)
+
+    def _topic_keys(self, guild_id: str) -> list[TopicKey]:
+        pattern = glob_escape(guild_id) + ":*"
+        with self._guard(f"SCAN MATCH {pattern}"):
+            keys = list(discovery.scan_keys(self.client, match=pattern, type_="zset"))
+            found, _ = discovery.resolve_topic_keys(self.client, keys, {guild_id})
+        own = sorted((t for t in found if t.namespace == guild_id), key=lambda t: t.topic)
+        if not own:
+            raise GuildNotFound(
+                f"no topic key of guild {guild_id!r} on {self.url}; "
+                "bus.guilds() lists the namespaces that exist"
+            )
+        return own
+
+    def _select_topics(self, guild_id: str, topics: Sequence[str] | None) -> list[TopicKey]:
+        keys = self._topic_keys(guild_id)
+        if topics is None:
+            return keys
+        wanted = [topics] if isinstance(topics, str) else list(topics)
+        chosen = [t for t in keys if t.topic in wanted]
+        missing = sorted(set(wanted) - {t.topic for t in chosen})
+        if missing:
+            raise GuildNotFound(f"guild {guild_id!r} has no topic {missing}; bus.topics({guild_id!r}) lists them")
+        return chosen
+
+    def _load(
+        self, guild_id: str, keys: list[TopicKey], low: str, high: str, limit: int | None
+    ) -> pd.DataFrame:
+        counts = self._counts(keys, low, high)
+        plan = _plan_pages(keys, counts, low, high, limit)
+        total = sum(count for _, count in plan)
+        bar = tqdm(total=total, unit="msg", desc=guild_id, disable=not self.progress or total < PROGRESS_THRESHOLD)
+        with bar:
+            entries = list(self._fetch(guild_id, plan, bar))
+        frame = decode_deliveries(guild_id, entries) if entries else empty_deliveries()
+        frame.attrs["cut"] = limit is not None and any(n > limit for n in counts)
+        return frame
+
+    def _counts(self, keys: list[TopicKey], low: str, high: str) -> list[int]:
+        if low == "-inf" and high == "+inf":
+            return [t.entries for t in keys]
+        with self._guard("ZCOUNT on the topic keys"):
+            pipe = self.client.pipeline(transaction=False)
+            for topic in keys:
+                pipe.zcount(topic.key, low, high)
+            return [int(n) for n in pipe.execute()]
+
+    def _fetch(self, guild_id: str, plan: list[tuple[_Page, int]], bar: Any) -> Iterator[tuple[str, str, list[bytes]]]:
+        done = 0
+        for start in range(0, len(plan), _PAGES_PER_ROUND_TRIP):
+            batch = [page for page, _ in plan[start : start + _PAGES_PER_ROUND_TRIP]]
+            try:
+                answers = self._fetch_pages(batch)
+            except RdebugError as err:
+                raise _incomplete(guild_id, plan, done, err) from err
+            for page, members in zip(batch, answers, strict=True):
+                done += len(members)
+                bar.update(len(members))
+                yield page.topic.key, page.topic.topic, members
+
+    def _fetch_pages(self, pages: list[_Page]) -> list[list[bytes]]:
+        with self._guard(f"ZRANGE on {pages[0].topic.key!r}"):
+            pipe = self.client.pipeline(transaction=False)
+            for page in pages:
+                page.queue(pipe)
+            answers: list[list[bytes]] = pipe.execute()
+        logger.info("fetched %s pages, %s entries", len(pages), sum(map(len, answers)))
+        return answers
+
+    def _snapshot_keys(self, guilds: Sequence[str] | None) -> Iterator[str]:
+        if guilds is None:
+            yield from discovery.scan_keys(self.client)
+            return
+        wanted = set(guilds)
+        space = self.keyspace()
+        for key in discovery.scan_keys(self.client):
+            if _belongs(key, wanted, space):
+                yield key
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.exceptions.NoPermissionError as err:
+            raise PermissionDenied(
+                f"{self.url} refused {what}: {err}; the Redis user needs that command "
+                "on these keys (an ACL with read commands suffices for reading)"
+            ) from err
+        except redis.exceptions.TimeoutError as err:
+            raise CommandTimeout(
+                f"{what} on {self.url} got no answer in time; raise connect(timeout=...) "
+                "or check the server's load"
+            ) from err
+        except redis.exceptions.AuthenticationError as err:
+            raise ConnectionFailed(f"{self.url} rejected the credentials: {err}; check the user and password in the URL") from err
+        except redis.exceptions.ConnectionError as err:
+            raise ConnectionFailed(
+                f"cannot reach {self.url} during {what}: {err}; check that the server "
+                "runs and the host, port, TLS and password in the URL are right"
+            ) from err
+
+
+class _Page:
+    """One page of one topic key: by index for whole keys, by score in a window."""
+
+    def __init__(self, topic: TopicKey, offset: int, size: int, low: str, high: str, newest: bool) -> None:
+        self.topic, self.offset, self.size = topic, offset, size
+        self.low, self.high, self.newest = low, high, newest
+
+    def queue(self, pipe: Any) -> None:
+        if self.newest:
+            pipe.zrevrangebyscore(self.topic.key, self.high, self.low, start=self.offset, num=self.size)
+        elif self.low == "-inf" and self.high == "+inf":
+            pipe.zrange(self.topic.key, self.offset, self.offset + self.size - 1)
+        else:
+            pipe.zrangebyscore(self.topic.key, self.low, self.high, start=self.offset, num=self.size)
+
+
+def _plan_pages(
+    keys: list[TopicKey], counts: list[int], low: str, high: str, limit: int | None
+) -> list[tuple[_Page, int]]:
+    plan: list[tuple[_Page, int]] = []
+    for topic, count in zip(keys, counts, strict=True):
+        wanted = count if limit is None else min(count, limit)
+        for offset in range(0, wanted, PAGE_SIZE):
+            size = min(PAGE_SIZE, wanted - offset)
+            plan.append((_Page(topic, offset, size, low, high, limit is not None), size))
+    return plan
+
+
+def _incomplete(guild_id: str, plan: list[tuple[_Page, int]], done: int, err: Exception) -> LoadIncomplete:
+    total = sum(count for _, count in plan)
+    return LoadIncomplete(
+        f"loading guild {guild_id!r} stopped after {done} of {total} entries: {err}. "
+        "No partial frame is returned; run the load again"
+    )
+
+
+def _finish(frame: pd.DataFrame, limit: int | None, guild_id: str) -> pd.DataFrame:
+    """Apply ``limit`` (newest rows) and issue the warnings of a load."""
+    cut = bool(frame.attrs.pop("cut", False))
+    if limit is not None and (cut or len(frame) > limit):
+        attrs = dict(frame.attrs, truncated=True)
+        frame = frame.iloc[-limit:].reset_index(drop=True) if limit else frame.iloc[:0]
+        frame.attrs = attrs
+        warn_truncated(f"guild {guild_id!r}", limit, stacklevel=3)
+    warn_skips(frame, f"guild {guild_id!r}", stacklevel=3)
+    return frame
+
+
+def _score_bound(value: TimeBound, default: str) -> str:
+    if value is None:
+        return default
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(int(value))
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    return repr(int(stamp.value // 1_000_000))
+
+
+def _stored_message(guild_id: str, message_id: int, keys: list[TopicKey], answers: list[Any]) -> StoredMessage:
+    by_id, copies = answers[0], []
+    for topic, members in zip(keys, answers[1:], strict=True):
+        copies.extend((topic.topic, m) for m in members if discovery.try_member_id(m) == message_id)
+    if not copies and by_id is not None:
+        copies.append((_topic_of(by_id), by_id))
+    if not copies:
+        raise MessageNotFound(
+            f"message {message_id} is in no topic key of guild {guild_id!r} and its "
+            f"{message_key(guild_id, message_id)} key does not exist; check the guild id"
+        )
+    return StoredMessage(guild_id, message_id, tuple(copies), by_id is not None)
+
+
+def _topic_of(member: bytes) -> str:
+    data = StoredMessage("", 0, (("", member),), True).data
+    topic = data.get("topic_published_to")
+    return topic if isinstance(topic, str) else "dead_letter_queue"
+
+
+def _belongs(key: str, wanted: set[str], space: Keyspace) -> bool:
+    topic = space.topic_keys.get(key)
+    if topic is not None:
+        return topic.namespace in wanted
+    by_id = try_parse_message_key(key)
+    if by_id is not None:
+        return by_id[0] in wanted
+    position = parse_position_key(key)
+    if position is not None:
+        return position.guild_id in wanted or position.namespace in wanted
+    owner = try_state_owner(key, wanted)
+    return owner is not None and owner[0] in wanted
+
+
+def _warn_unsupported(keys: list[str]) -> None:
+    if keys:
+        warn_unsupported(keys, stacklevel=3)
+
+
+def _client(url: str, timeout: float, retries: int) -> redis.Redis:
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=retry,
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            health_check_interval=30,
+        )
+    except ValueError as err:
+        raise ConnectionFailed(
+            f"{redact_url(url)!r} is not a Redis URL: {err}; use redis://, rediss:// or unix://"
+        ) from err
