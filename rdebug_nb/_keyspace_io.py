@@ -68,7 +68,11 @@ def write_records(
     for item in items:
         if isinstance(item, SnapshotSkip):
             report.skips.append(item)
-        elif expiry == "keep" and item.expire_at_ms is not None and item.expire_at_ms <= now:
+        elif (
+            expiry == "keep"
+            and item.expire_at_ms is not None
+            and item.expire_at_ms <= now
+        ):
             report.expired.append(item.key)
         else:
             batch.append(item)
@@ -79,7 +83,9 @@ def write_records(
     return report
 
 
-def read_records(client: redis.Redis, keys: Sequence[str], *, now_ms: int) -> tuple[list[KeyRecord], list[str]]:
+def read_records(
+    client: redis.Redis, keys: Sequence[str], *, now_ms: int
+) -> tuple[list[KeyRecord], list[str]]:
     """Read keys as records; returns the records and the keys of other types.
 
     ``ttl_ms`` of each record counts from ``now_ms``; ``expire_at_ms`` is the
@@ -89,14 +95,20 @@ def read_records(client: redis.Redis, keys: Sequence[str], *, now_ms: int) -> tu
     unsupported: list[str] = []
     for start in range(0, len(keys), _BATCH):
         batch = keys[start : start + _BATCH]
-        for key, (kind, expire_at, value) in zip(batch, _read_batch(client, batch), strict=True):
+        for key, (kind, expire_at, value) in zip(
+            batch, _read_batch(client, batch), strict=True
+        ):
             record = _to_record(key, kind, expire_at, value, now_ms)
             (records.append(record) if record else unsupported.append(key))
     return records, unsupported
 
 
 def _write_batch(
-    client: redis.Redis, batch: list[KeyRecord], expiry: Expiry, replace: bool, report: LoadReport
+    client: redis.Redis,
+    batch: list[KeyRecord],
+    expiry: Expiry,
+    replace: bool,
+    report: LoadReport,
 ) -> None:
     if not batch:
         return
@@ -116,7 +128,9 @@ def _existing(client: redis.Redis, batch: list[KeyRecord]) -> set[str]:
     pipe = client.pipeline(transaction=False)
     for record in batch:
         pipe.exists(record.key)
-    return {record.key for record, found in zip(batch, pipe.execute(), strict=True) if found}
+    return {
+        record.key for record, found in zip(batch, pipe.execute(), strict=True) if found
+    }
 
 
 def _queue_record(pipe: Any, record: KeyRecord, expiry: Expiry, replace: bool) -> None:
@@ -162,7 +176,9 @@ def _queue_read(pipe: Any, key: str, kind: str) -> None:
         pipe.echo(kind)
 
 
-def _to_record(key: str, kind: str, expire_at: int, value: Any, now_ms: int) -> KeyRecord | None:
+def _to_record(
+    key: str, kind: str, expire_at: int, value: Any, now_ms: int
+) -> KeyRecord | None:
     """Build a record; ``expire_at`` is PEXPIRETIME (-1: none), ``now_ms`` the
     snapshot time that ``ttl_ms`` is counted from."""
     if kind not in ("string", "zset", "hash") or value is None:

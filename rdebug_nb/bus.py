@@ -211,7 +211,9 @@ class Bus:
             See :data:`rdebug_nb.guilds.GUILD_COLUMNS`. Keys under a guild prefix
             that are not what they look like are in ``attrs["skips"]``.
         """
-        return guild_table(self.keyspace(count_distinct=count_distinct))
+        table = guild_table(self.keyspace(count_distinct=count_distinct))
+        warn_skips(table, f"the keyspace of {self.url}", stacklevel=2)
+        return table
 
     def keyspace(self, *, count_distinct: bool = False) -> Keyspace:
         """Scan the keyspace once (``SCAN``) and return what it holds."""
@@ -352,7 +354,11 @@ class Bus:
         return report
 
     def save_snapshot(
-        self, path: str | Path, guilds: Sequence[str] | None = None, *, now_ms: int | None = None
+        self,
+        path: str | Path,
+        guilds: Sequence[str] | None = None,
+        *,
+        now_ms: int | None = None,
     ) -> int:
         """Write the keyspace (or the keys of some guilds) to a JSONL snapshot.
 
@@ -374,8 +380,14 @@ class Bus:
         """
         with self._guard("reading keys for the snapshot"):
             keys = sorted(self._snapshot_keys(guilds))
-            now = now_ms if now_ms is not None else _keyspace_io.server_time_ms(self.client)
-            records, unsupported = _keyspace_io.read_records(self.client, keys, now_ms=now)
+            now = (
+                now_ms
+                if now_ms is not None
+                else _keyspace_io.server_time_ms(self.client)
+            )
+            records, unsupported = _keyspace_io.read_records(
+                self.client, keys, now_ms=now
+            )
         _warn_unsupported(unsupported)
         return write_snapshot(records, path)
 
@@ -393,7 +405,9 @@ class Bus:
         with self._guard(f"SCAN MATCH {pattern}"):
             keys = list(discovery.scan_keys(self.client, match=pattern, type_="zset"))
             found, _ = discovery.resolve_topic_keys(self.client, keys, {guild_id})
-        own = sorted((t for t in found if t.namespace == guild_id), key=lambda t: t.topic)
+        own = sorted(
+            (t for t in found if t.namespace == guild_id), key=lambda t: t.topic
+        )
         if not own:
             raise GuildNotFound(
                 f"no topic key of guild {guild_id!r} on {self.url}; "
@@ -401,7 +415,9 @@ class Bus:
             )
         return own
 
-    def _select_topics(self, guild_id: str, topics: Sequence[str] | None) -> list[TopicKey]:
+    def _select_topics(
+        self, guild_id: str, topics: Sequence[str] | None
+    ) -> list[TopicKey]:
         keys = self._topic_keys(guild_id)
         if topics is None:
             return keys
@@ -409,16 +425,29 @@ class Bus:
         chosen = [t for t in keys if t.topic in wanted]
         missing = sorted(set(wanted) - {t.topic for t in chosen})
         if missing:
-            raise GuildNotFound(f"guild {guild_id!r} has no topic {missing}; bus.topics({guild_id!r}) lists them")
+            raise GuildNotFound(
+                f"guild {guild_id!r} has no topic {missing}; "
+                f"bus.topics({guild_id!r}) lists them"
+            )
         return chosen
 
     def _load(
-        self, guild_id: str, keys: list[TopicKey], low: str, high: str, limit: int | None
+        self,
+        guild_id: str,
+        keys: list[TopicKey],
+        low: str,
+        high: str,
+        limit: int | None,
     ) -> pd.DataFrame:
         counts = self._counts(keys, low, high)
         plan = _plan_pages(keys, counts, low, high, limit)
         total = sum(count for _, count in plan)
-        bar = tqdm(total=total, unit="msg", desc=guild_id, disable=not self.progress or total < PROGRESS_THRESHOLD)
+        bar = tqdm(
+            total=total,
+            unit="msg",
+            desc=guild_id,
+            disable=not self.progress or total < PROGRESS_THRESHOLD,
+        )
         with bar:
             entries = list(self._fetch(guild_id, plan, bar))
         frame = decode_deliveries(guild_id, entries) if entries else empty_deliveries()
@@ -434,7 +463,9 @@ class Bus:
                 pipe.zcount(topic.key, low, high)
             return [int(n) for n in pipe.execute()]
 
-    def _fetch(self, guild_id: str, plan: list[tuple[_Page, int]], bar: Any) -> Iterator[tuple[str, str, list[bytes]]]:
+    def _fetch(
+        self, guild_id: str, plan: list[tuple[_Page, int]], bar: Any
+    ) -> Iterator[tuple[str, str, list[bytes]]]:
         done = 0
         for start in range(0, len(plan), _PAGES_PER_ROUND_TRIP):
             batch = [page for page, _ in plan[start : start + _PAGES_PER_ROUND_TRIP]]
@@ -477,11 +508,14 @@ class Bus:
             ) from err
         except redis.exceptions.TimeoutError as err:
             raise CommandTimeout(
-                f"{what} on {self.url} got no answer in time; raise connect(timeout=...) "
-                "or check the server's load"
+                f"{what} on {self.url} got no answer in time; raise "
+                "connect(timeout=...) or check the server's load"
             ) from err
         except redis.exceptions.AuthenticationError as err:
-            raise ConnectionFailed(f"{self.url} rejected the credentials: {err}; check the user and password in the URL") from err
+            raise ConnectionFailed(
+                f"{self.url} rejected the credentials: {err}; "
+                "check the user and password in the URL"
+            ) from err
         except redis.exceptions.ConnectionError as err:
             raise ConnectionFailed(
                 f"cannot reach {self.url} during {what}: {err}; check that the server "
@@ -492,17 +526,23 @@ class Bus:
 class _Page:
     """One page of one topic key: by index for whole keys, by score in a window."""
 
-    def __init__(self, topic: TopicKey, offset: int, size: int, low: str, high: str, newest: bool) -> None:
+    def __init__(
+        self, topic: TopicKey, offset: int, size: int, low: str, high: str, newest: bool
+    ) -> None:
         self.topic, self.offset, self.size = topic, offset, size
         self.low, self.high, self.newest = low, high, newest
 
     def queue(self, pipe: Any) -> None:
         if self.newest:
-            pipe.zrevrangebyscore(self.topic.key, self.high, self.low, start=self.offset, num=self.size)
+            pipe.zrevrangebyscore(
+                self.topic.key, self.high, self.low, start=self.offset, num=self.size
+            )
         elif self.low == "-inf" and self.high == "+inf":
             pipe.zrange(self.topic.key, self.offset, self.offset + self.size - 1)
         else:
-            pipe.zrangebyscore(self.topic.key, self.low, self.high, start=self.offset, num=self.size)
+            pipe.zrangebyscore(
+                self.topic.key, self.low, self.high, start=self.offset, num=self.size
+            )
 
 
 def _plan_pages(
@@ -513,11 +553,15 @@ def _plan_pages(
         wanted = count if limit is None else min(count, limit)
         for offset in range(0, wanted, PAGE_SIZE):
             size = min(PAGE_SIZE, wanted - offset)
-            plan.append((_Page(topic, offset, size, low, high, limit is not None), size))
+            plan.append(
+                (_Page(topic, offset, size, low, high, limit is not None), size)
+            )
     return plan
 
 
-def _incomplete(guild_id: str, plan: list[tuple[_Page, int]], done: int, err: Exception) -> LoadIncomplete:
+def _incomplete(
+    guild_id: str, plan: list[tuple[_Page, int]], done: int, err: Exception
+) -> LoadIncomplete:
     total = sum(count for _, count in plan)
     return LoadIncomplete(
         f"loading guild {guild_id!r} stopped after {done} of {total} entries: {err}. "
@@ -529,7 +573,7 @@ def _finish(frame: pd.DataFrame, limit: int | None, guild_id: str) -> pd.DataFra
     """Apply ``limit`` (newest rows) and issue the warnings of a load."""
     cut = bool(frame.attrs.pop("cut", False))
     if limit is not None and (cut or len(frame) > limit):
-        attrs = dict(frame.attrs, truncated=True)
+        attrs = {**frame.attrs, "truncated": True}
         frame = frame.iloc[-limit:].reset_index(drop=True) if limit else frame.iloc[:0]
         frame.attrs = attrs
         warn_truncated(f"guild {guild_id!r}", limit, stacklevel=3)
@@ -547,16 +591,24 @@ def _score_bound(value: TimeBound, default: str) -> str:
     return repr(int(stamp.value // 1_000_000))
 
 
-def _stored_message(guild_id: str, message_id: int, keys: list[TopicKey], answers: list[Any]) -> StoredMessage:
-    by_id, copies = answers[0], []
+def _stored_message(
+    guild_id: str, message_id: int, keys: list[TopicKey], answers: list[Any]
+) -> StoredMessage:
+    by_id = answers[0]
+    copies: list[tuple[str, bytes]] = []
     for topic, members in zip(keys, answers[1:], strict=True):
-        copies.extend((topic.topic, m) for m in members if discovery.try_member_id(m) == message_id)
+        copies.extend(
+            (topic.topic, m)
+            for m in members
+            if discovery.try_member_id(m) == message_id
+        )
     if not copies and by_id is not None:
         copies.append((_topic_of(by_id), by_id))
     if not copies:
         raise MessageNotFound(
             f"message {message_id} is in no topic key of guild {guild_id!r} and its "
-            f"{message_key(guild_id, message_id)} key does not exist; check the guild id"
+            f"{message_key(guild_id, message_id)} key does not exist; "
+            "check the guild id"
         )
     return StoredMessage(guild_id, message_id, tuple(copies), by_id is not None)
 
@@ -595,7 +647,10 @@ def _client(url: str, timeout: float, retries: int) -> redis.Redis:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=retry,
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            retry_on_error=[
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+            ],
             health_check_interval=30,
         )
     except ValueError as err:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 import redis
@@ -74,8 +74,14 @@ def scan_keyspace(
     _classify_by_type(client, space, candidates)
     _attach_states(space)
     if count_distinct:
-        space.distinct_ids.update(count_distinct_ids(client, list(space.topic_keys.values())))
-    logger.debug("scan found %s topic keys, %s other keys", len(space.topic_keys), space.other_keys)
+        space.distinct_ids.update(
+            count_distinct_ids(client, list(space.topic_keys.values()))
+        )
+    logger.debug(
+        "scan found %s topic keys, %s other keys",
+        len(space.topic_keys),
+        space.other_keys,
+    )
     return space
 
 
@@ -87,7 +93,9 @@ def scan_keys(
         yield raw.decode("utf-8", errors="surrogateescape")
 
 
-def resolve_topic_keys(client: redis.Redis, keys: Sequence[str], known: set[str]) -> tuple[list[TopicKey], list[str]]:
+def resolve_topic_keys(
+    client: redis.Redis, keys: list[str], known: set[str]
+) -> tuple[list[TopicKey], list[str]]:
     """Recognise sorted sets as topic keys.
 
     Returns
@@ -105,7 +113,9 @@ def resolve_topic_keys(client: redis.Redis, keys: Sequence[str], known: set[str]
     return found, rejected
 
 
-def count_distinct_ids(client: redis.Redis, topics: Sequence[TopicKey]) -> dict[str, int]:
+def count_distinct_ids(
+    client: redis.Redis, topics: Sequence[TopicKey]
+) -> dict[str, int]:
     """Count distinct message ids per namespace by reading every member once."""
     ids: dict[str, set[int]] = {}
     for topic in topics:
@@ -115,10 +125,12 @@ def count_distinct_ids(client: redis.Redis, topics: Sequence[TopicKey]) -> dict[
     return {namespace: len(found) for namespace, found in ids.items()}
 
 
-def iter_member_pages(client: redis.Redis, key: str, entries: int) -> Iterator[list[bytes]]:
+def iter_member_pages(
+    client: redis.Redis, key: str, entries: int
+) -> Iterator[list[bytes]]:
     """Yield all members of a sorted set in pages of bounded size, by index."""
     for start in range(0, entries, _ID_PAGE):
-        yield client.zrange(key, start, start + _ID_PAGE - 1)
+        yield cast("list[bytes]", client.zrange(key, start, start + _ID_PAGE - 1))
 
 
 def try_member_id(member: bytes) -> int | None:
@@ -172,14 +184,20 @@ def _classify_by_type(client: redis.Redis, space: Keyspace, keys: list[str]) -> 
     _record_foreign(space, keys, types, rejected)
 
 
-def _record_foreign(space: Keyspace, keys: list[str], types: list[str], rejected: list[str]) -> None:
+def _record_foreign(
+    space: Keyspace, keys: list[str], types: list[str], rejected: list[str]
+) -> None:
     """Skip keys that sit under a guild prefix but are not topic keys."""
     kinds = dict(zip(keys, types, strict=True))
     prefixes = tuple(namespace + ":" for namespace in space.namespaces)
     for key in keys:
         if key in space.topic_keys or not key.startswith(prefixes):
             continue
-        reason = "sorted set whose members are not RusticAI messages" if key in rejected else f"a {kinds[key]} key, not a topic sorted set"
+        reason = (
+            "sorted set whose members are not RusticAI messages"
+            if key in rejected
+            else f"a {kinds[key]} key, not a topic sorted set"
+        )
         space.skips.append(Skip(key, reason))
 
 
@@ -211,10 +229,14 @@ def _peek(client: redis.Redis, keys: list[str]) -> list[tuple[Any, Any, Any]]:
         pipe.zrange(key, 0, 0, withscores=True)
         pipe.zrange(key, -1, -1, withscores=True)
     answers = pipe.execute()
-    return [tuple(answers[i : i + 3]) for i in range(0, len(answers), 3)]  # type: ignore[misc]
+    return [
+        (answers[i], answers[i + 1], answers[i + 2]) for i in range(0, len(answers), 3)
+    ]
 
 
-def _topic_key(key: str, answer: tuple[Any, Any, Any], known: set[str]) -> TopicKey | None:
+def _topic_key(
+    key: str, answer: tuple[Any, Any, Any], known: set[str]
+) -> TopicKey | None:
     entries, first, last = answer
     split = _split_from_members(key, [first, last]) or _split_from_known(key, known)
     if split is None:
@@ -224,7 +246,9 @@ def _topic_key(key: str, answer: tuple[Any, Any, Any], known: set[str]) -> Topic
     return TopicKey(key, split[0], split[1], int(entries), first_score, last_score)
 
 
-def _split_from_members(key: str, pairs: list[list[tuple[bytes, float]]]) -> tuple[str, str] | None:
+def _split_from_members(
+    key: str, pairs: list[list[tuple[bytes, float]]]
+) -> tuple[str, str] | None:
     for pair in pairs:
         if not pair:
             continue

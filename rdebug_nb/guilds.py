@@ -12,10 +12,12 @@ the latter has ``kind == "organisation"``.
 Examples
 --------
 >>> space = Keyspace()
->>> space.topic_keys["g:t"] = TopicKey("g:t", "g", "t", 2, 1796300977681.0, 1796300977690.0)
+>>> space.topic_keys["g:t"] = TopicKey("g:t", "g", "t", 2, 1796300977681.0, None)
 >>> space.distinct_ids["g"] = 2
->>> guild_table(space).loc[0, ["namespace", "kind", "topic_keys", "deliveries"]].tolist()
-['g', 'guild', 1, 2]
+>>> table = guild_table(space)
+>>> row = table.iloc[0]
+>>> row["namespace"], row["kind"], int(row["topic_keys"]), int(row["deliveries"])
+('g', 'guild', 1, 2)
 """
 
 from __future__ import annotations
@@ -164,7 +166,9 @@ def _guild_row(space: Keyspace, namespace: str) -> tuple[object, ...]:
     topics = space.topics_of(namespace)
     firsts = [t.first_score for t in topics if t.first_score is not None]
     lasts = [t.last_score for t in topics if t.last_score is not None]
-    agents = sorted({p.key.agent_id for p in space.positions if p.key.guild_id == namespace})
+    agents = sorted(
+        {p.key.agent_id for p in space.positions if p.key.guild_id == namespace}
+    )
     return (
         namespace,
         kind_of([t.topic for t in topics]),

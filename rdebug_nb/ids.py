@@ -144,6 +144,16 @@ def decode_id(value: int | str | bytes, layout: Layout | None = None) -> IdParts
     )
 
 
+def priority_names(priorities: np.ndarray[Any, Any]) -> pd.Categorical[str]:
+    """RusticAI priority names for an array of priorities 0-7, as a categorical.
+
+    >>> list(priority_names(np.array([0, 4], dtype=np.uint8)))
+    ['URGENT', 'NORMAL']
+    """
+    categories = pd.Index(list(PRIORITY_NAMES))
+    return pd.Categorical.from_codes(priorities.astype(np.int8), categories=categories)
+
+
 def try_decode_id(value: Any) -> IdParts | None:
     """Decode an id like :func:`decode_id`, or return None if it cannot be one.
 
@@ -158,7 +168,9 @@ def try_decode_id(value: Any) -> IdParts | None:
         return None
 
 
-def decode_ids(values: Iterable[int | str] | np.ndarray[Any, Any] | pd.Series) -> pd.DataFrame:
+def decode_ids(
+    values: Iterable[int | str] | np.ndarray[Any, Any] | pd.Series,
+) -> pd.DataFrame:
     """Decode many RusticAI ids at once, with unsigned 64-bit numpy arithmetic.
 
     Parameters
@@ -181,7 +193,8 @@ def decode_ids(values: Iterable[int | str] | np.ndarray[Any, Any] | pd.Series) -
 
     Examples
     --------
-    >>> decode_ids([2824971229302112256, 9742500132942774272])[["priority", "machine_id"]]
+    >>> parts = decode_ids([2824971229302112256, 9742500132942774272])
+    >>> parts[["priority", "machine_id"]]
        priority  machine_id
     0         1           4
     1         4           0
@@ -195,9 +208,7 @@ def decode_ids(values: Iterable[int | str] | np.ndarray[Any, Any] | pd.Series) -
     )
     ts_mask = np.uint64((1 << _TS_BITS) - 1)
     stamp = ((ids >> np.uint64(22)) & ts_mask).astype(np.int64) + RUSTICAI_EPOCH_MS
-    frame["priority_name"] = pd.Categorical.from_codes(
-        frame["priority"].to_numpy(), categories=list(PRIORITY_NAMES)
-    )
+    frame["priority_name"] = priority_names(frame["priority"].to_numpy())
     frame["timestamp_ms"] = stamp
     frame["timestamp"] = pd.to_datetime(stamp, unit="ms", utc=True)
     frame["machine_id"] = ((ids >> np.uint64(12)) & np.uint64(0x3FF)).astype(np.uint16)
@@ -205,7 +216,9 @@ def decode_ids(values: Iterable[int | str] | np.ndarray[Any, Any] | pd.Series) -
     return frame
 
 
-def to_uint64(values: Iterable[Any] | np.ndarray[Any, Any] | pd.Series) -> np.ndarray[Any, np.dtype[np.uint64]]:
+def to_uint64(
+    values: Iterable[Any] | np.ndarray[Any, Any] | pd.Series,
+) -> np.ndarray[Any, np.dtype[np.uint64]]:
     """Convert ids to a numpy ``uint64`` array without passing through floats.
 
     Raises
@@ -226,7 +239,9 @@ def to_uint64(values: Iterable[Any] | np.ndarray[Any, Any] | pd.Series) -> np.nd
         return values.astype(np.uint64)
     items = list(values)
     try:
-        return np.fromiter((_to_int(item) for item in items), dtype=np.uint64, count=len(items))
+        return np.fromiter(
+            (_to_int(item) for item in items), dtype=np.uint64, count=len(items)
+        )
     except OverflowError as err:  # pragma: no cover - _to_int range-checks first
         raise InvalidId(f"an id does not fit 64 bits: {err}") from err
 
@@ -263,7 +278,7 @@ def encode_id(
     >>> encode_id(4, 1796300983041)
     9742500132942774272
     >>> encode_id(4, 1796300983041, layout="rustic-debug")
-    'GiNDcJ4EEAA'
+    'aI74csBBAAA'
     """
     if layout == "rustic-debug":
         return _encode_debug(priority, timestamp, sequence)
@@ -283,7 +298,9 @@ def _guess_layout(value: Any) -> Layout:
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool) or value is None:
-        raise InvalidId(f"{value!r} is not a GemstoneID; pass the id as an int or a decimal string")
+        raise InvalidId(
+            f"{value!r} is not a GemstoneID; pass the id as an int or a decimal string"
+        )
     if isinstance(value, float | np.floating):
         raise InvalidId(
             f"{value!r} is a float, which cannot hold a 64-bit id exactly; "
@@ -294,13 +311,18 @@ def _to_int(value: Any) -> int:
     except (TypeError, ValueError) as err:
         raise InvalidId(f"{value!r} is not a GemstoneID (not an integer)") from err
     if not 0 <= number <= _U64_MAX:
-        raise InvalidId(f"{value!r} is not a GemstoneID: it must be between 0 and 2**64 - 1")
+        raise InvalidId(
+            f"{value!r} is not a GemstoneID: it must be between 0 and 2**64 - 1"
+        )
     return number
 
 
 def _series_values(series: pd.Series) -> Any:
     if series.hasnans:
-        raise InvalidId(f"a missing value in {series.name!r} is not a GemstoneID; drop missing ids first")
+        raise InvalidId(
+            f"a missing value in {series.name!r} is not a GemstoneID; "
+            "drop missing ids first"
+        )
     if str(series.dtype) in {"UInt64", "uint64"}:
         return series.to_numpy(dtype=np.uint64)
     return series.to_numpy()

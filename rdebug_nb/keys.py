@@ -2,18 +2,15 @@
 
 RusticAI writes these keys (guild ids and topics may both contain ``:``):
 
-=============================================  ======  ==================================
-pattern                                        type    meaning
-=============================================  ======  ==================================
-``<namespace>:<topic>``                        zset    topic key: every delivery, scored
-                                                       by timestamp
-``msg:<namespace>:<id>``                       string  last stored copy of a message,
-                                                       expires (default after an hour)
-``eo:pos:<guild>$<agent>:<namespace>:<topic>`` string  id of the last message the agent
-                                                       finished on that topic
-``managed_state:<guild>`` / ``...#<agent>``    hash    guild / agent state
-``<org>_<guild>_<agent>``                      hash    an agent's key-value store
-=============================================  ======  ==================================
+- ``<namespace>:<topic>`` (sorted set): the topic key, every delivery scored by
+  timestamp;
+- ``msg:<namespace>:<id>`` (string): the last stored copy of a message; expires
+  (by default after an hour) while the topic key keeps it;
+- ``eo:pos:<guild>$<agent>:<namespace>:<topic>`` (string): id of the last message
+  the agent finished on that topic;
+- ``managed_state:<guild>`` and ``managed_state:<guild>#<agent>`` (hash): guild and
+  agent state;
+- ``<org>_<guild>_<agent>`` (hash): an agent's key-value store.
 
 A topic key cannot be split on colons; its namespace is found from a member's
 ``topic_published_to`` (see :func:`split_topic_key`).

@@ -81,7 +81,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from rdebug_nb.ids import PRIORITY_NAMES
+from rdebug_nb.ids import PRIORITY_NAMES, priority_names
 from rdebug_nb.keys import DEAD_LETTER_TOPIC
 
 MESSAGE_COLUMNS: Final = (
@@ -373,9 +373,17 @@ def _is_dead_letter(message: _Envelope, topic: str) -> bool:
 
 def _stored_topics(deliveries: pd.DataFrame) -> dict[int, list[str]]:
     stored: dict[int, list[str]] = {}
-    for mid, topic in zip(deliveries["id"].tolist(), deliveries["topic"].tolist(), strict=True):
+    for mid, topic in zip(
+        deliveries["id"].tolist(), deliveries["topic"].tolist(), strict=True
+    ):
         stored.setdefault(mid, []).append(topic)
-    declared = dict(zip(deliveries["id"].tolist(), deliveries["message_topics"].tolist(), strict=False))
+    declared = dict(
+        zip(
+            deliveries["id"].tolist(),
+            deliveries["message_topics"].tolist(),
+            strict=False,
+        )
+    )
     return {mid: _ordered(topics, declared[mid]) for mid, topics in stored.items()}
 
 
@@ -393,9 +401,7 @@ def _delivery_frame(rows: _Rows) -> pd.DataFrame:
     frame["id"] = pd.array(ids, dtype="UInt64")
     frame["timestamp"] = pd.to_datetime(stamp, unit="ms", utc=True)
     frame["priority"] = np.asarray(cols["priority"], dtype=np.uint8)
-    frame["priority_name"] = pd.Categorical.from_codes(
-        frame["priority"].to_numpy(), categories=list(PRIORITY_NAMES)
-    )
+    frame["priority_name"] = priority_names(frame["priority"].to_numpy())
     frame["machine_id"] = ((ids >> np.uint64(12)) & np.uint64(0x3FF)).astype(np.uint16)
     frame["sequence"] = (ids & np.uint64(0xFFF)).astype(np.uint16)
     frame = frame.loc[:, list(DELIVERY_COLUMNS)]
@@ -406,7 +412,9 @@ def _delivery_frame(rows: _Rows) -> pd.DataFrame:
 
 
 _NULLABLE_IDS: Final = frozenset({"in_response_to", "thread_root"})
-_INTS: Final = frozenset({"hop_count", "payload_size", "size", "enrich_with_history", "timestamp_ms"})
+_INTS: Final = frozenset(
+    {"hop_count", "payload_size", "size", "enrich_with_history", "timestamp_ms"}
+)
 _BOOLS: Final = frozenset({"is_error", "is_dead_letter"})
 _STRINGS: Final = frozenset({"guild_id", "topic", "key", "sender_id", "format"})
 
@@ -469,5 +477,7 @@ class StoredMessage:
 
     def to_frame(self) -> pd.DataFrame:
         """The message as a one-row message frame."""
-        entries = [(f"{self.guild_id}:{topic}", topic, [raw]) for topic, raw in self.copies]
+        entries = [
+            (f"{self.guild_id}:{topic}", topic, [raw]) for topic, raw in self.copies
+        ]
         return to_messages(decode_deliveries(self.guild_id, entries))

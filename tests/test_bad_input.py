@@ -1,0 +1,121 @@
+"""Bad stored entries are skipped, counted and shown; nothing else changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import rdebug_nb as rd
+from rdebug_nb.snapshot import KeyRecord, read_snapshot
+
+GUILD = "acme:support:echo"
+
+
+def load_guild(bus: rd.Bus, capture: Path) -> None:
+    """Write the capture's colon-named guild (its topic keys and msg: keys)."""
+    records = [
+        item
+        for item in read_snapshot(capture / "keyspace.jsonl")
+        if isinstance(item, KeyRecord) and GUILD in item.key
+    ]
+    pipe = bus.client.pipeline()
+    for record in records:
+        if record.type == "zset":
+            pipe.zadd(record.key, dict(record.value))  # type: ignore[arg-type]
+        elif record.type == "string":
+            pipe.set(record.key, record.value)  # type: ignore[arg-type]
+    pipe.execute()
+
+
+def a_member(bus: rd.Bus) -> dict[str, object]:
+    raw = bus.client.zrange(f"{GUILD}:default_topic", 0, 0)[0]
+    body: dict[str, object] = json.loads(raw)
+    return body
+
+
+def add(bus: rd.Bus, topic: str, member: bytes, score: float) -> None:
+    bus.client.zadd(f"{GUILD}:{topic}", {member: score})
+
+
+def bad_members(good: dict[str, object]) -> dict[str, bytes]:
+    missing = {k: v for k, v in good.items() if k != "format"}
+    negative = {**good, "id": -5}
+    floated = json.dumps(good).replace(str(good["id"]), f"{good['id']}.0", 1)
+    too_big = {**good, "id": 1 << 64}
+    return {
+        "not JSON": b"not json {",
+        "truncated": json.dumps(good).encode()[:100],
+        "JSON that is not a message": b'{"hello": 1}',
+        "missing field": json.dumps(missing).encode(),
+        "negative id": json.dumps(negative).encode(),
+        "float id": floated.encode(),
+        "65-bit id": json.dumps(too_big).encode(),
+        "invalid UTF-8": b'{"sender": "\xff\xfe"}',
+    }
+
+
+def test_each_bad_member_is_skipped_and_counted(
+    fresh_bus: rd.Bus, capture: Path
+) -> None:
+    load_guild(fresh_bus, capture)
+    before = fresh_bus.messages(GUILD)
+    bad = bad_members(a_member(fresh_bus))
+    for n, member in enumerate(bad.values()):
+        add(fresh_bus, "default_topic", member, 1796300982838.0 + n)
+
+    with pytest.warns(rd.SkippedEntriesWarning, match=f"skipped {len(bad)} ") as caught:
+        after = fresh_bus.messages(GUILD)
+
+    assert len(caught) == 1
+    skipped = rd.skips(after)
+    assert len(skipped) == len(bad)
+    assert set(skipped["key"]) == {f"{GUILD}:default_topic"}
+    assert skipped["reason"].str.len().min() > 10
+    pd.testing.assert_frame_equal(
+        after.drop(columns=["payload"]), before.drop(columns=["payload"])
+    )
+    assert after["payload"].tolist() == before["payload"].tolist()
+
+
+def test_a_topic_key_with_only_bad_members_is_still_found(
+    fresh_bus: rd.Bus, capture: Path
+) -> None:
+    load_guild(fresh_bus, capture)
+    add(fresh_bus, "junk", b"garbage", 1.0)
+
+    topics = fresh_bus.topics(GUILD)
+    with pytest.warns(rd.SkippedEntriesWarning, match="skipped 1 "):
+        messages = fresh_bus.messages(GUILD)
+
+    assert "junk" in topics["topic"].tolist()
+    assert len(messages) == 24
+
+
+def test_a_key_of_another_type_under_a_guild_prefix_is_a_counted_skip(
+    fresh_bus: rd.Bus, capture: Path
+) -> None:
+    load_guild(fresh_bus, capture)
+    fresh_bus.client.set(f"{GUILD}:rogue", "hello")
+    fresh_bus.client.hset(f"{GUILD}:rogue_hash", "a", "b")
+
+    with pytest.warns(rd.SkippedEntriesWarning, match="skipped 2 "):
+        guilds = fresh_bus.guilds()
+
+    skipped = {skip.key: skip.reason for skip in guilds.attrs["skips"]}
+    assert set(skipped) == {f"{GUILD}:rogue", f"{GUILD}:rogue_hash"}
+    assert "string" in skipped[f"{GUILD}:rogue"]
+    assert guilds.set_index("namespace").loc[GUILD, "deliveries"] == 24
+
+
+def test_a_skip_shows_the_key_and_an_excerpt(fresh_bus: rd.Bus, capture: Path) -> None:
+    load_guild(fresh_bus, capture)
+    add(fresh_bus, "heartbeat", b"<script>alert(1)</script>", 5.0)
+
+    with pytest.warns(rd.SkippedEntriesWarning, match=f"{GUILD}:heartbeat"):
+        frame = fresh_bus.deliveries(GUILD)
+
+    assert rd.skips(frame)["excerpt"].tolist() == ["<script>alert(1)</script>"]
+    assert len(frame) == 24
