@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from rdebug_nb._keyspace_io import LoadReport
-from rdebug_nb.bus import Bus, connect, redact_url
+from rdebug_nb.bus import Bus, connect, open_bus, redact_url
 from rdebug_nb.errors import (
     CommandTimeout,
     ConnectionFailed,
@@ -33,6 +33,7 @@ from rdebug_nb.messages import (
     Skip,
     StoredMessage,
     skips,
+    summarize,
     to_messages,
 )
 from rdebug_nb.server import EmbeddedServer
@@ -68,8 +69,10 @@ __all__ = [
     "decode_id",
     "decode_ids",
     "encode_id",
+    "open_bus",
     "redact_url",
     "skips",
+    "summarize",
     "to_messages",
     "try_decode_id",
 ]

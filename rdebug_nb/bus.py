@@ -124,6 +124,39 @@ def connect(
     return bus
 
 
+def open_bus(
+    redis_url: str = "",
+    snapshot_path: str = "",
+    *,
+    demo: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> Bus:
+    """Open what a notebook's parameters point at.
+
+    Parameters
+    ----------
+    redis_url : str
+        A Redis URL; empty means ``RDEBUG_REDIS_URL``, and without that too, an
+        embedded server (filled with the demo guild when ``demo`` is true).
+    snapshot_path : str
+        A keyspace JSONL snapshot or exported message file to read offline,
+        without any Redis; wins over ``redis_url``.
+    demo : bool, default True
+        Fill an embedded server with the simulated demo guild.
+    env : mapping, optional
+        Environment to read ``RDEBUG_REDIS_URL`` from.
+
+    Returns
+    -------
+    Bus
+    """
+    if snapshot_path:
+        from rdebug_nb.offline import open_snapshot
+
+        return open_snapshot(snapshot_path)
+    return connect(redis_url or None, demo=demo, env=env)
+
+
 def redact_url(url: str) -> str:
     """Hide the password of a Redis URL.
 

@@ -481,3 +481,35 @@ class StoredMessage:
             (f"{self.guild_id}:{topic}", topic, [raw]) for topic, raw in self.copies
         ]
         return to_messages(decode_deliveries(self.guild_id, entries))
+
+
+def summarize(msgs: pd.DataFrame) -> pd.Series:
+    """The first numbers a reader asks for about a message frame.
+
+    Returns
+    -------
+    pandas.Series
+        ``messages``, ``deliveries`` (stored copies), ``topics``, ``agents``
+        (distinct senders), ``errors`` (error messages), ``dead_letters``,
+        ``first`` and ``last`` (timestamps).
+
+    Examples
+    --------
+    >>> summarize(to_messages(empty_deliveries()))["messages"]
+    0
+    """
+    topics = {topic for listed in msgs["topics"] for topic in listed}
+    stamps = msgs["timestamp"]
+    return pd.Series(
+        {
+            "messages": len(msgs),
+            "deliveries": int(sum(len(listed) for listed in msgs["topics"])),
+            "topics": len(topics),
+            "agents": int(msgs["sender_id"].nunique()),
+            "errors": int(msgs["is_error"].sum()),
+            "dead_letters": int(msgs["is_dead_letter"].sum()),
+            "first": stamps.min() if len(msgs) else None,
+            "last": stamps.max() if len(msgs) else None,
+        },
+        dtype=object,
+    )
