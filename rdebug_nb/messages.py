@@ -459,6 +459,10 @@ class StoredMessage:
     copies: tuple[tuple[str, bytes], ...]
     has_message_key: bool
 
+    def __repr__(self) -> str:
+        expired = "" if self.has_message_key else ", msg: key expired"
+        return f"<StoredMessage {self.id} in {self.guild_id!r} on {self.topics}{expired}>"
+
     @property
     def topics(self) -> list[str]:
         """Topics holding a copy."""
