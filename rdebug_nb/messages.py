@@ -461,7 +461,8 @@ class StoredMessage:
 
     def __repr__(self) -> str:
         expired = "" if self.has_message_key else ", msg: key expired"
-        return f"<StoredMessage {self.id} in {self.guild_id!r} on {self.topics}{expired}>"
+        where = f"{self.guild_id!r} on {self.topics}"
+        return f"<StoredMessage {self.id} in {where}{expired}>"
 
     @property
     def topics(self) -> list[str]:
