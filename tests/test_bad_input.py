@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pytest
@@ -31,7 +32,7 @@ def load_guild(bus: rd.Bus, capture: Path) -> None:
 
 
 def a_member(bus: rd.Bus) -> dict[str, object]:
-    raw = bus.client.zrange(f"{GUILD}:default_topic", 0, 0)[0]
+    raw = cast("list[bytes]", bus.client.zrange(f"{GUILD}:default_topic", 0, 0))[0]
     body: dict[str, object] = json.loads(raw)
     return body
 

@@ -36,7 +36,7 @@ def number(text: str) -> int:
 
 def raw_members(capture: Path) -> list[tuple[str, bytes, float]]:
     """(key, member bytes, score) of every sorted-set member in the keyspace file."""
-    found = []
+    found: list[tuple[str, bytes, float]] = []
     with (capture / "keyspace.jsonl").open("rb") as handle:
         for line in handle:
             body = json.loads(line)
@@ -99,8 +99,9 @@ def test_per_topic_entries_match_the_readme(capture_bus: rd.Bus, capture: Path) 
 
     found: Counter[tuple[str, str]] = Counter()
     for namespace in capture_bus.guilds()["namespace"]:
-        for row in capture_bus.topics(namespace).itertuples():
-            found[(namespace, row.topic)] = row.entries
+        table = capture_bus.topics(namespace)
+        for topic, entries in zip(table["topic"], table["entries"], strict=True):
+            found[(str(namespace), str(topic))] = int(entries)
 
     assert found == expected
 

@@ -124,4 +124,9 @@ def test_encode_id_rejects_out_of_range_parts(
     part: str, kwargs: dict[str, int]
 ) -> None:
     with pytest.raises(rd.InvalidId, match=part):
-        rd.encode_id(**kwargs)
+        rd.encode_id(
+            kwargs["priority"],
+            kwargs["timestamp"],
+            kwargs.get("machine_id", 0),
+            kwargs.get("sequence", 0),
+        )

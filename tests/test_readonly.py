@@ -18,7 +18,7 @@ def write_commands(client: redis.Redis, names: list[str]) -> set[str]:
     writes = set()
     for name in names:
         base = name.split("|")[0]
-        docs = client.execute_command("COMMAND", "INFO", base)
+        docs = client.execute_command("COMMAND", "INFO", base)  # type: ignore[no-untyped-call]
         if "write" in docs[base]["flags"]:
             writes.add(name)
     return writes
