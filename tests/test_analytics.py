@@ -1,0 +1,288 @@
+"""Latency, throughput, errors and backlog against the real capture.
+
+Expected values come from the capture's README (parsed here) and from the raw
+keyspace JSONL, never from the functions under test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rdebug_nb as rd
+from rdebug_nb.backlog import BACKLOG_COLUMNS, backlog_table, position_table
+from rdebug_nb.failures import ERROR_COLUMNS, errors
+from rdebug_nb.guilds import Position
+from rdebug_nb.keys import parse_position_key
+from rdebug_nb.latency import HOP_COLUMNS, hop_table, latency, latency_summary
+from rdebug_nb.positions import load_backlog, read_positions
+from rdebug_nb.traffic import THROUGHPUT_COLUMNS, throughput
+
+ERROR_LINE = re.compile(r"^- `(?P<key>[^`]+)` format `(?P<format>[^`]+)`: (?P<n>\d+)$")
+
+
+def records(capture: Path) -> list[dict[str, Any]]:
+    with (capture / "keyspace.jsonl").open() as handle:
+        return [json.loads(line) for line in handle]
+
+
+def readme(capture: Path) -> list[str]:
+    return (capture / "README.md").read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def keyspace(capture: Path) -> list[dict[str, Any]]:
+    return records(capture)
+
+
+@pytest.fixture(scope="module")
+def members(keyspace: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (r["key"], json.loads(member))
+        for r in keyspace
+        if r["type"] == "zset"
+        for member, _ in r["value"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def all_msgs(capture_bus: rd.Bus) -> pd.DataFrame:
+    namespaces = capture_bus.guilds()["namespace"].tolist()
+    return pd.concat([capture_bus.messages(g) for g in namespaces])
+
+
+def test_every_recorded_hop_is_timed(
+    all_msgs: pd.DataFrame, members: list[tuple[str, dict[str, Any]]]
+) -> None:
+    times = {body["id"]: int(body["timestamp"]) for _, body in members}
+    entries = {e["result"]: e for _, b in members for e in b["message_history"]}
+
+    hops = hop_table(all_msgs).set_index("result")
+
+    assert list(hop_table(all_msgs).columns) == list(HOP_COLUMNS)
+    assert set(hops.index) == set(entries)
+    for result, entry in entries.items():
+        row = hops.loc[result]
+        assert row["agent_id"] == entry["agent"]["id"]
+        assert row["origin"] == entry["origin"]
+        if entry["origin"] in times:
+            assert row["latency_ms"] == times[result] - times[entry["origin"]]
+        else:
+            assert entry["origin"] == 0
+            assert pd.isna(row["latency_ms"])
+
+
+def test_latency_percentiles_per_agent(
+    all_msgs: pd.DataFrame, members: list[tuple[str, dict[str, Any]]]
+) -> None:
+    times = {body["id"]: int(body["timestamp"]) for _, body in members}
+    hops = {
+        e["result"]: e["origin"]
+        for key, b in members
+        if key.startswith("orders-pipeline-01:")
+        for e in b["message_history"]
+        if e["agent"]["id"] == "validator"
+    }
+    spent = [times[r] - times[o] for r, o in hops.items() if o in times]
+    expected = np.percentile(spent, [50, 90, 95, 99])
+
+    result = latency(all_msgs)
+
+    agents = result.by_agent
+    row = agents.loc[
+        (agents["guild_id"] == "orders-pipeline-01")
+        & (agents["agent_id"] == "validator")
+    ].iloc[0]
+    assert row["hops"] == len(hops)
+    assert row[["p50_ms", "p90_ms", "p95_ms", "p99_ms"]].tolist() == pytest.approx(
+        expected
+    )
+    assert result.by_edge["hops"].sum() == len(result.hops)
+
+
+def test_latency_summary_of_nothing_has_the_columns() -> None:
+    frame = pd.DataFrame({"agent_id": [], "latency_ms": [], "is_error": []})
+
+    assert latency_summary(frame, ["agent_id"]).empty
+
+
+def test_throughput_totals_match_the_readme(
+    all_msgs: pd.DataFrame, capture: Path
+) -> None:
+    lines = readme(capture)
+    start = lines.index("| namespace | topic | entries |")
+    expected = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        namespace, topic, entries = (
+            c.strip().strip("`") for c in line.strip("|").split("|")
+        )
+        expected[namespace, topic] = int(entries)
+
+    counts = throughput(all_msgs, "1s")
+    topics = counts.loc[counts["kind"] == "topic"]
+    totals = topics.groupby(["guild_id", "name"])["messages"].sum()
+
+    assert list(counts.columns) == list(THROUGHPUT_COLUMNS)
+    assert totals.to_dict() == expected
+
+
+def test_throughput_per_agent_counts_each_message_once(
+    all_msgs: pd.DataFrame, members: list[tuple[str, dict[str, Any]]]
+) -> None:
+    sent: dict[str, set[int]] = defaultdict(set)
+    for _, body in members:
+        sent[body["sender"]["id"]].add(body["id"])
+
+    counts = throughput(all_msgs, "10s", fill=True)
+    agents = counts.loc[counts["kind"] == "agent"].groupby("name")["messages"].sum()
+
+    assert agents.to_dict() == {agent: len(ids) for agent, ids in sent.items()}
+    spans = counts.groupby(["guild_id", "kind", "name"])["time"].nunique()
+    assert spans.nunique() == 1
+
+
+def test_errors_match_the_readme_breakdown(
+    all_msgs: pd.DataFrame, capture: Path, members: list[tuple[str, dict[str, Any]]]
+) -> None:
+    lines = readme(capture)
+    total = int(
+        next(
+            re.findall(r"(\d+) stored messages have `is_error_message", ln)[0]
+            for ln in lines
+            if "stored messages have `is_error_message" in ln
+        )
+    )
+    expected = {
+        (m["key"], m["format"]): int(m["n"]) for m in map(ERROR_LINE.match, lines) if m
+    }
+    raw = Counter(
+        (key, body["format"])
+        for key, body in members
+        if body["is_error_message"] or body["process_status"] == "error"
+    )
+
+    report = errors(all_msgs)
+
+    found = Counter(
+        zip(
+            report.deliveries["guild_id"] + ":" + report.deliveries["topic"],
+            report.deliveries["format"],
+            strict=True,
+        )
+    )
+    assert len(report.deliveries) == total == sum(expected.values())
+    assert found == expected == raw
+    assert list(report.deliveries.columns) == list(ERROR_COLUMNS)
+    assert report.groups["deliveries"].sum() == total
+    assert set(report.groups["example_id"]) <= set(report.deliveries["id"])
+
+
+def test_errors_start_at_the_failing_agent(all_msgs: pd.DataFrame) -> None:
+    groups = errors(all_msgs).groups
+    origin = {
+        (agent, topic): started
+        for agent, topic, started in zip(
+            groups["agent_id"], groups["topic"], groups["origin_topic"], strict=True
+        )
+    }
+
+    assert origin["gate", "dead_letter_queue"] == "tickets"
+    assert origin["validator", "orders.rejected"] == "orders.in"
+    assert origin["worker", "tasks.rejected"] == "default_topic"
+
+
+def test_dead_letters_unpack_the_failed_message(
+    all_msgs: pd.DataFrame, members: list[tuple[str, dict[str, Any]]]
+) -> None:
+    stored = {(key, body["id"]): body for key, body in members}
+    raw = [body for key, body in members if key.endswith(":dead_letter_queue")]
+
+    letters = errors(all_msgs).dead_letters.set_index("id")
+
+    assert len(letters) == len(raw) == 5
+    for body in raw:
+        row = letters.loc[body["id"]]
+        payload = body["payload"]
+        assert (
+            row["original_id"]
+            == payload["original_message_id"]
+            == body["in_response_to"]
+        )
+        assert row["client_id"] == payload["client_id"]
+        assert row["error_type"] == payload["error_type"]
+        assert (
+            f"{row['original_namespace']}:{row['original_topic']}"
+            == payload["original_topic"]
+        )
+        failed = stored[payload["original_topic"], payload["original_message_id"]]
+        assert row["original_message"]["payload"] == failed["payload"]
+        assert row["original_sender"] == failed["sender"]["id"]
+
+
+def test_positions_match_the_stored_keys(
+    capture_bus: rd.Bus, keyspace: list[dict[str, Any]]
+) -> None:
+    expected = {
+        r["key"]: int(r["value"]) for r in keyspace if r["key"].startswith("eo:pos:")
+    }
+
+    positions = read_positions(capture_bus.client)
+
+    assert len(positions) == len(expected) == 121
+    assert {p.name: p.message_id for p in positions} == expected
+
+
+def test_backlog_of_every_guild(
+    capture_bus: rd.Bus, keyspace: list[dict[str, Any]]
+) -> None:
+    stored: dict[str, list[tuple[int, float]]] = {}
+    for r in keyspace:
+        if r["type"] == "zset":
+            stored[r["key"]] = [(json.loads(m)["id"], s) for m, s in r["value"]]
+    guilds = capture_bus.guilds()
+    tables = [
+        load_backlog(capture_bus, g)
+        for g in guilds.loc[guilds["kind"] == "guild", "namespace"]
+    ]
+    backlog = pd.concat(tables).set_index("key")
+
+    assert len(backlog) == 121
+    assert list(tables[0].columns) == list(BACKLOG_COLUMNS)
+    for key, row in backlog.iterrows():
+        entries = stored.get(f"{row['namespace']}:{row['topic']}", [])
+        at = dict(entries).get(row["position_id"])
+        assert row["position_stored"] == (at is not None), key
+        assert row["entries"] == len(entries)
+        assert row["pending_by_id"] == sum(i > row["position_id"] for i, _ in entries)
+        if at is not None:
+            assert row["pending_by_time"] == sum(s > at for _, s in entries)
+
+
+def test_backlog_table_accepts_positions_and_message_frames() -> None:
+    key = "eo:pos:g$a:g:t"
+    parsed = parse_position_key(key)
+    assert parsed is not None
+    positions = [Position(key, parsed, None)]
+    msgs = pd.DataFrame(
+        {
+            "guild_id": ["g"],
+            "topics": [["t", "u"]],
+            "id": pd.array([9742500132942774272], dtype="UInt64"),
+            "timestamp_ms": [1796300983041],
+        }
+    )
+
+    row = backlog_table(position_table(positions), msgs).iloc[0]
+
+    assert pd.isna(row["position_id"])
+    assert row["entries"] == 1
+    assert row["pending_by_id"] == row["pending_by_time"] == 1
