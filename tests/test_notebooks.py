@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,13 @@ GUILD_OF = {
 
 
 @pytest.fixture(scope="module")
-def capture_url(valkey_url: str, capture: Path) -> Iterator[str]:
+def capture_url(valkey_url: str, capture: Path) -> str:
     """A database of the embedded server holding the capture, for the kernels."""
     url = valkey_url.replace("/0", "/13")
     with rd.connect(url, progress=False) as bus:
         bus.client.flushdb()
         bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
-    yield url
+    return url
 
 
 def facts(notebook: nbformat.NotebookNode) -> dict[str, str]:
