@@ -173,7 +173,7 @@ def _queue_read(pipe: Any, key: str, kind: str) -> None:
     elif kind == "hash":
         pipe.hgetall(key)
     else:
-        pipe.echo(kind)
+        pipe.type(key)  # a keyed placeholder: cluster pipelines refuse keyless ECHO
 
 
 def _to_record(

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Final, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pandas as pd
 import redis
@@ -32,6 +32,7 @@ from rdebug_nb.errors import (
     MessageNotFound,
     PermissionDenied,
     RdebugError,
+    WriteRefused,
 )
 from rdebug_nb.guilds import Keyspace, TopicKey, guild_table, topic_table
 from rdebug_nb.ids import decode_id
@@ -45,11 +46,12 @@ from rdebug_nb.keys import (
 from rdebug_nb.messages import (
     StoredMessage,
     decode_deliveries,
-    empty_deliveries,
-    to_messages,
+    decode_messages,
+    merge_frames,
 )
 from rdebug_nb.server import EmbeddedServer
 from rdebug_nb.snapshot import read_snapshot, write_snapshot
+from rdebug_nb.tail import Tail
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ PROGRESS_THRESHOLD: Final = 20_000
 
 _PAGES_PER_ROUND_TRIP: Final = 8
 
+REFRESH_OVERLAP_MS: Final = 2_000
+"""How far before a frame's newest timestamp :meth:`Bus.refresh` reads again."""
+
 TimeBound = datetime | pd.Timestamp | str | int | float | None
 
 
@@ -75,26 +80,41 @@ def connect(
     retries: int = 3,
     progress: bool = True,
     env: Mapping[str, str] | None = None,
+    cluster: bool | None = None,
 ) -> Bus:
     """Open a read-only view of the guilds on a Redis server.
 
     Parameters
     ----------
     url : str, optional
-        ``redis://[user:password@]host:port/db``, ``rediss://...`` or
+        ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
         ``unix:///path/to/socket``. Defaults to the ``RDEBUG_REDIS_URL``
         environment variable; with neither, an embedded Valkey server is started
-        for this Bus (and stopped by :meth:`Bus.close`).
+        for this Bus (and stopped by :meth:`Bus.close`). TLS settings go in the
+        query string: ``ssl_ca_certs`` (the CA that signed the server's
+        certificate), ``ssl_certfile`` and ``ssl_keyfile`` (a client
+        certificate, for servers started with ``tls-auth-clients yes``),
+        ``ssl_cert_reqs`` and ``ssl_check_hostname``.
     demo : bool, default False
         When an embedded server is started, fill it with the simulated demo guild.
     timeout : float, default 10.0
-        Seconds to wait for the connection and for each command.
+        Seconds to wait for the connection and for each command's answer. A
+        command that gets no answer is retried, so
+        :class:`~rdebug_nb.errors.CommandTimeout` comes after about
+        ``(retries + 1) * timeout`` seconds.
     retries : int, default 3
-        Retries with exponential backoff after a dropped connection or time-out.
+        Retries with exponential backoff (0.2 s, 0.4 s, ... at most 2 s apart)
+        after a dropped connection or time-out; reads are repeated, never
+        skipped.
     progress : bool, default True
         Show a progress bar on long loads.
     env : mapping, optional
         Environment to read ``RDEBUG_REDIS_URL`` from (default ``os.environ``).
+    cluster : bool, optional
+        Whether ``url`` points at a node of a Redis Cluster. Default: ask the
+        server (``HELLO``, or whether it redirects keys). A cluster is read
+        through all its primaries: the URL names any one node. ``False`` reads
+        only the keys of the node the URL names.
 
     Returns
     -------
@@ -105,6 +125,19 @@ def connect(
     ConnectionFailed
         If the server cannot be reached; the message names the URL (password
         hidden) and what to check.
+
+    Notes
+    -----
+    Reading needs only read permissions. A least-privilege ACL user that can do
+    everything but :meth:`Bus.load_snapshot` and :meth:`Bus.load_demo`::
+
+        ACL SETUSER reader on >password ~* &* -@all +@read +@connection
+            +time +psubscribe +punsubscribe -@dangerous
+
+    ``+psubscribe +punsubscribe`` are for the tail only; on a cluster the user
+    also needs ``+cluster|slots``. Writing a snapshot needs ``+@write`` too.
+    Passwords are never shown: the URL is kept with its password (and the
+    ``password`` and ``ssl_password`` query options) replaced by ``***``.
 
     Examples
     --------
@@ -118,9 +151,15 @@ def connect(
     target = chosen or (server.url if server else "")
     client = _client(target, timeout, retries)
     bus = Bus(client, url=target, server=server, progress=progress)
-    bus.ping()
-    if server and demo:
-        bus.load_demo()
+    try:
+        bus.ping()
+        if cluster or (cluster is None and bus._is_cluster()):
+            bus._use_cluster(target, timeout, retries)
+        if server and demo:
+            bus.load_demo()
+    except BaseException:
+        bus.close()
+        raise
     return bus
 
 
@@ -198,9 +237,11 @@ class Bus:
         progress: bool = True,
     ) -> None:
         self.client = client
-        self.url = redact_url(url)
+        self.url = _shown_url(url)
         self.server = server
         self.progress = progress
+        self.cluster = isinstance(client, redis.RedisCluster)
+        self.timeout = _socket_timeout(client)
 
     def __repr__(self) -> str:
         where = "embedded " if self.server else ""
@@ -219,14 +260,55 @@ class Bus:
             self.server.stop()
 
     def ping(self) -> None:
-        """Check that the server answers.
+        """Check that the server (every node of a cluster) answers.
 
         Raises
         ------
         ConnectionFailed
+        PermissionDenied
         """
         with self._guard("PING"):
-            self.client.ping()
+            try:
+                self.client.ping()
+            except redis.exceptions.NoPermissionError:
+                raise
+            except redis.exceptions.ResponseError as err:  # SELECT when connecting
+                raise ConnectionFailed(
+                    f"{self.url} refused to open a connection: {err}; check the "
+                    "database number in the URL (a Redis Cluster has only 0)"
+                ) from err
+        logger.debug("%s answered PING", self.url)
+
+    def _is_cluster(self) -> bool:
+        """Whether the server is a node of a cluster.
+
+        ``HELLO`` says; a server that refuses it (too old, or an ACL) is asked
+        about keys in many slots, which a node of a larger cluster redirects.
+        """
+        with self._guard("HELLO"):
+            try:
+                reply = self.client.execute_command("HELLO")  # type: ignore[no-untyped-call]
+            except redis.exceptions.ResponseError as err:
+                logger.debug("%s refused HELLO (%s)", self.url, err)
+                return self._redirects()
+        return _reply_field(reply, "mode") == "cluster"
+
+    def _redirects(self) -> bool:
+        """Whether the server redirects a key to another node (``MOVED``)."""
+        with self._guard("EXISTS of probe keys"):
+            pipe = self.client.pipeline(transaction=False)
+            for n in range(_PROBES):
+                pipe.exists(f"rdebug-nb:probe:{n}")
+            answers = pipe.execute(raise_on_error=False)
+        return any(isinstance(a, redis.exceptions.AskError) for a in answers)
+
+    def _use_cluster(self, url: str, timeout: float, retries: int) -> None:
+        """Read through all the primaries of the cluster ``url`` belongs to."""
+        with self._guard("CLUSTER SLOTS (finding the nodes of the cluster)"):
+            cluster = _cluster_client(url, timeout, retries)
+        self.client.close()
+        self.client, self.cluster, self.timeout = cluster, True, timeout
+        logger.info("%s is a Redis Cluster node; reading the whole cluster", self.url)
 
     def guilds(self, *, count_distinct: bool = True) -> pd.DataFrame:
         """One row per namespace (guild or organisation) found on the server.
@@ -285,7 +367,7 @@ class Bus:
         """
         keys = self._select_topics(guild_id, topics)
         low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
-        frame = self._load(guild_id, keys, low, high, limit)
+        frame = self._load(guild_id, keys, low, high, limit, topics)
         return _finish(frame, limit, guild_id)
 
     def messages(
@@ -331,8 +413,68 @@ class Bus:
         """
         keys = self._select_topics(guild_id, topics)
         low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
-        frame = to_messages(self._load(guild_id, keys, low, high, limit))
+        frame = self._load(guild_id, keys, low, high, limit, topics, messages=True)
         return _finish(frame, limit, guild_id)
+
+    def refresh(
+        self, frame: pd.DataFrame, *, overlap_ms: int = REFRESH_OVERLAP_MS
+    ) -> pd.DataFrame:
+        """Bring a frame of :meth:`messages` or :meth:`deliveries` up to date.
+
+        Only what was stored since the frame's newest timestamp is read (minus
+        ``overlap_ms``, for messages stored a little after their timestamp), in
+        the frame's guild, topics and time window, and merged in: new messages
+        become rows, a message found again under more topics gets them added.
+        Re-running a notebook cell on a live guild this way costs the new
+        messages, not the whole guild.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            A frame from :meth:`messages`, :meth:`deliveries` or :meth:`refresh`;
+            ``attrs["query"]`` says what was asked (guild, topics, window, limit).
+        overlap_ms : int, default 2000
+            How far before the newest timestamp of ``frame`` to read again.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The same kind of frame, as a full reload would give it, except that
+            rows whose members were deleted from the topic keys since stay.
+            Entries that are newly unreadable are counted in one
+            :class:`~rdebug_nb.errors.SkippedEntriesWarning`.
+
+        Raises
+        ------
+        ValueError
+            If ``frame`` does not carry ``attrs["query"]``.
+        GuildNotFound, LoadIncomplete
+            As for :meth:`messages`.
+
+        Examples
+        --------
+        >>> bus = connect(env={}, demo=True)
+        >>> msgs = bus.messages("demo-orders", topics=["orders.in"])
+        >>> again = bus.refresh(msgs)
+        >>> again.equals(msgs), again.attrs["query"]["topics"]
+        (True, ['orders.in'])
+        >>> bus.close()
+        """
+        query = _query_of(frame)
+        guild_id = query["guild_id"]
+        keys = self._select_topics(guild_id, query["topics"])
+        low = _refresh_low(frame, query["since"], overlap_ms)
+        high = _score_bound(query["until"], "+inf")
+        collapse = "topic" not in frame.columns
+        fresh = self._load(
+            guild_id, keys, low, high, None, query["topics"], messages=collapse
+        )
+        known = set(frame.attrs.get("skips", ()))
+        fresh.attrs["skips"] = tuple(s for s in fresh.attrs["skips"] if s not in known)
+        warn_skips(fresh, f"guild {guild_id!r}", stacklevel=2)
+        merged = merge_frames(frame, fresh)
+        merged.attrs["query"] = query
+        return _newest(merged, query["limit"], guild_id)
 
     def message(self, guild_id: str, message_id: int | str) -> StoredMessage:
         """Find one message by id, also after its ``msg:`` key has expired.
@@ -346,7 +488,10 @@ class Bus:
         InvalidId
         """
         parts = decode_id(message_id)
-        keys = self._topic_keys(guild_id)
+        try:
+            keys = self._topic_keys(guild_id)
+        except GuildNotFound:
+            keys = []  # the msg: key may still hold it
         with self._guard(f"ZRANGEBYSCORE on the topic keys of {guild_id!r}"):
             pipe = self.client.pipeline(transaction=False)
             pipe.get(message_key(guild_id, parts.id))
@@ -354,6 +499,39 @@ class Bus:
                 pipe.zrangebyscore(topic.key, parts.timestamp, parts.timestamp)
             answers = pipe.execute()
         return _stored_message(guild_id, parts.id, keys, answers)
+
+    def tail(
+        self, guild_id: str, topics: Sequence[str] | str | None = None, **options: Any
+    ) -> Tail:
+        """Start a live tail of a guild's topics (see :class:`rdebug_nb.tail.Tail`).
+
+        The tail opens connections of its own; ``tail.stop()`` ends the
+        subscription and ``tail.close()`` closes them. ``options`` go to
+        :class:`~rdebug_nb.tail.Tail` (``buffer``, ``where``, ``callback`` ...).
+
+        Raises
+        ------
+        ConnectionFailed
+            If the server cannot be reached now.
+        """
+        return Tail(self, guild_id, topics, **options).start()
+
+    def backlog(self, guild_id: str) -> pd.DataFrame:
+        """Per agent and topic: the last processed message and what is stored after.
+
+        Reads the ``eo:pos:*`` delivery positions of the guild and its deliveries.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`rdebug_nb.backlog.BACKLOG_COLUMNS`. ``pending_by_id``
+            counts what RusticAI would replay on resubscribe (ids greater than
+            the position; ids sort by priority first), ``pending_by_time`` what
+            was stored later than the position's message.
+        """
+        from rdebug_nb.positions import load_backlog
+
+        return load_backlog(self, guild_id)
 
     def load_snapshot(
         self, path: str | Path, *, expiry: Expiry = "keep", replace: bool = False
@@ -471,7 +649,16 @@ class Bus:
         low: str,
         high: str,
         limit: int | None,
+        topics: Sequence[str] | str | None = None,
+        *,
+        messages: bool = False,
     ) -> pd.DataFrame:
+        """Fetch and decode the planned pages; each page is decoded on arrival.
+
+        Returns a delivery frame, or with ``messages`` a message frame built
+        without the delivery frame.
+        """
+        decode = decode_messages if messages else decode_deliveries
         counts = self._counts(keys, low, high)
         plan = _plan_pages(keys, counts, low, high, limit)
         total = sum(count for _, count in plan)
@@ -482,9 +669,9 @@ class Bus:
             disable=not self.progress or total < PROGRESS_THRESHOLD,
         )
         with bar:
-            entries = list(self._fetch(guild_id, plan, bar))
-        frame = decode_deliveries(guild_id, entries) if entries else empty_deliveries()
+            frame = decode(guild_id, self._fetch(guild_id, plan, bar))
         frame.attrs["cut"] = limit is not None and any(n > limit for n in counts)
+        frame.attrs["query"] = _query(guild_id, topics, low, high, limit)
         return frame
 
     def _counts(self, keys: list[TopicKey], low: str, high: str) -> list[int]:
@@ -532,28 +719,26 @@ class Bus:
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
+        """Raise redis-py's errors as the package's, naming ``what`` and the fix."""
         try:
             yield
-        except redis.exceptions.NoPermissionError as err:
-            raise PermissionDenied(
-                f"{self.url} refused {what}: {err}; the Redis user needs that command "
-                "on these keys (an ACL with read commands suffices for reading)"
-            ) from err
-        except redis.exceptions.TimeoutError as err:
-            raise CommandTimeout(
-                f"{what} on {self.url} got no answer in time; raise "
-                "connect(timeout=...) or check the server's load"
-            ) from err
-        except redis.exceptions.AuthenticationError as err:
-            raise ConnectionFailed(
-                f"{self.url} rejected the credentials: {err}; "
-                "check the user and password in the URL"
-            ) from err
-        except redis.exceptions.ConnectionError as err:
-            raise ConnectionFailed(
-                f"cannot reach {self.url} during {what}: {err}; check that the server "
-                "runs and the host, port, TLS and password in the URL are right"
-            ) from err
+        except (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+        ) as err:
+            failure = self._failure(err, what)
+            if failure is None:
+                raise
+            raise failure from err
+
+    def _failure(self, err: Exception, what: str) -> RdebugError | None:
+        """The package's error for ``err``, or None for errors that are bugs."""
+        timeout = "in time" if self.timeout is None else f"in {self.timeout} s"
+        facts = {"url": self.url, "what": _with_notes(what, err), "timeout": timeout}
+        for kinds, error, template in _FAILURES:
+            if isinstance(err, kinds):
+                return error(template.format(err=err, **facts))
+        return None
 
 
 class _Page:
@@ -590,6 +775,54 @@ def _plan_pages(
                 (_Page(topic, offset, size, low, high, limit is not None), size)
             )
     return plan
+
+
+def _query(
+    guild_id: str,
+    topics: Sequence[str] | str | None,
+    low: str,
+    high: str,
+    limit: int | None,
+) -> dict[str, Any]:
+    """What a load asked for, kept in ``attrs["query"]`` for :meth:`Bus.refresh`."""
+    if isinstance(topics, str):
+        topics = [topics]
+    return {
+        "guild_id": guild_id,
+        "topics": None if topics is None else list(topics),
+        "since": None if low == "-inf" else int(low),
+        "until": None if high == "+inf" else int(high),
+        "limit": limit,
+    }
+
+
+def _query_of(frame: pd.DataFrame) -> dict[str, Any]:
+    query = frame.attrs.get("query")
+    if not isinstance(query, dict) or "guild_id" not in query:
+        raise ValueError(
+            "this frame does not say which load it came from (attrs['query'] is "
+            "missing); refresh a frame returned by bus.messages() or bus.deliveries()"
+        )
+    return query
+
+
+def _refresh_low(frame: pd.DataFrame, since: int | None, overlap_ms: int) -> str:
+    """Where a refresh starts reading: the newest timestamp minus the overlap."""
+    if not len(frame):
+        return _score_bound(since, "-inf")
+    low = int(frame["timestamp_ms"].max()) - overlap_ms
+    return repr(low if since is None else max(low, since))
+
+
+def _newest(frame: pd.DataFrame, limit: int | None, guild_id: str) -> pd.DataFrame:
+    """Keep the newest ``limit`` rows of a refreshed frame, as a load would."""
+    if limit is None or len(frame) <= limit:
+        return frame
+    attrs = {**frame.attrs, "truncated": True}
+    frame = frame.iloc[-limit:].reset_index(drop=True) if limit else frame.iloc[:0]
+    frame.attrs = attrs
+    warn_truncated(f"guild {guild_id!r}", limit, stacklevel=3)
+    return frame
 
 
 def _incomplete(
@@ -671,22 +904,158 @@ def _warn_unsupported(keys: list[str]) -> None:
         warn_unsupported(keys, stacklevel=3)
 
 
+_FAILURES: Final[tuple[tuple[Any, type[RdebugError], str], ...]] = (
+    (
+        redis.exceptions.NoPermissionError,
+        PermissionDenied,
+        "{url} refused {what}: {err}. Reading needs an ACL user with +@read "
+        "+@connection +time; load_snapshot and load_demo also need +@write "
+        "on the keys (see the Notes of rdebug_nb.connect)",
+    ),
+    (
+        redis.exceptions.ReadOnlyError,
+        WriteRefused,
+        "{url} refused {what}: {err}. It is a read-only replica; write to its "
+        "primary instead",
+    ),
+    (
+        redis.exceptions.AskError,
+        ConnectionFailed,
+        "{url} is a node of a Redis Cluster and redirected {what} to another "
+        "node ({err}); connect(url, cluster=True) reads the whole cluster",
+    ),
+    (
+        redis.exceptions.TimeoutError,
+        CommandTimeout,
+        "{what} on {url} got no answer {timeout}, also after retries ({err}); "
+        "raise connect(timeout=...) or check the server's load",
+    ),
+    (
+        (
+            redis.exceptions.AuthenticationError,
+            redis.exceptions.AuthorizationError,
+        ),
+        ConnectionFailed,
+        "{url} rejected the credentials: {err}; check the user and password in the URL",
+    ),
+    (
+        redis.exceptions.BusyLoadingError,
+        ConnectionFailed,
+        "{url} was still loading its data set during {what}, also after retries "
+        "({err}); try again when it has started",
+    ),
+    (
+        redis.exceptions.ConnectionError,
+        ConnectionFailed,
+        "cannot reach {url} during {what}: {err}; check that the server runs "
+        "and the host, port, TLS and password in the URL are right",
+    ),
+    (
+        (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException),
+        ConnectionFailed,
+        "the Redis Cluster behind {url} failed {what}: {err}; if the cluster is "
+        "down, redis-cli --cluster check shows which slots are not served",
+    ),
+)
+"""redis-py errors the Bus turns into the package's: (kinds, error, message)."""
+
+_SECRET_OPTIONS: Final = frozenset({"password", "ssl_password"})
+_PROBES: Final = 32
+
+
 def _client(url: str, timeout: float, retries: int) -> redis.Redis:
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    """A client on one server that retries dropped connections and time-outs."""
     try:
-        return redis.Redis.from_url(
+        client = redis.Redis.from_url(
             url,
             decode_responses=False,
             socket_timeout=timeout,
+            encoding_errors="surrogateescape",
             socket_connect_timeout=timeout,
-            retry=retry,
+            retry=_retry(retries),
             retry_on_error=[
                 redis.exceptions.ConnectionError,
                 redis.exceptions.TimeoutError,
             ],
             health_check_interval=30,
         )
-    except ValueError as err:
+        _check_options(client)
+    except (ValueError, TypeError) as err:
         raise ConnectionFailed(
-            f"{redact_url(url)!r} is not a Redis URL: {err}; use redis://, rediss:// or unix://"
+            f"{_shown_url(url)!r} is not a Redis URL redis-py can use: {err}; use "
+            "redis://, rediss:// (needed for ssl_* options) or unix://, with query "
+            "options redis-py knows"
         ) from err
+    return client
+
+
+def _cluster_client(url: str, timeout: float, retries: int) -> redis.Redis:
+    """A client on every node of the cluster ``url`` belongs to.
+
+    Typed as :class:`redis.Redis`: it offers the same commands and pipelines,
+    runs ``SCAN`` on every primary and routes each key to its node.
+    """
+    cluster = redis.RedisCluster.from_url(
+        url,
+        socket_timeout=timeout,
+        encoding_errors="surrogateescape",
+        socket_connect_timeout=timeout,
+        retry=_retry(retries),
+        health_check_interval=30,
+    )
+    return cast("redis.Redis", cluster)
+
+
+def _retry(retries: int) -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+
+
+def _check_options(client: redis.Redis) -> None:
+    """Raise TypeError now for a URL option redis-py does not know (not later)."""
+    pool = client.connection_pool
+    pool.connection_class(**pool.connection_kwargs)
+
+
+def _socket_timeout(client: Any) -> float | None:
+    pool = getattr(client, "connection_pool", None)
+    timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
+def _reply_field(reply: Any, name: str) -> str | None:
+    """A field of a map reply: a dict (RESP3) or alternating items (RESP2)."""
+    if isinstance(reply, list):
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
+    if not isinstance(reply, dict):
+        return None
+    found = {_as_text(key): value for key, value in reply.items()}.get(name)
+    return None if found is None else _as_text(found)
+
+
+def _as_text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _with_notes(what: str, err: Exception) -> str:
+    """``what`` and the notes discovery added to ``err`` (which keys it read)."""
+    notes = getattr(err, "__notes__", ())
+    return "".join([what, *(f" ({note})" for note in notes)])
+
+
+def _shown_url(url: str) -> str:
+    """The URL as shown anywhere: password and secret query options hidden."""
+    return redact_url(_hide_query_secrets(url))
+
+
+def _hide_query_secrets(url: str) -> str:
+    """Replace the values of secret query options by ``***``.
+
+    >>> _hide_query_secrets("rediss://h:1/0?ssl_password=pw&ssl_ca_certs=/ca.pem")
+    'rediss://h:1/0?ssl_password=***&ssl_ca_certs=/ca.pem'
+    """
+    parts = urlsplit(url)
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name in _SECRET_OPTIONS for name, _ in options):
+        return url
+    shown = [(n, "***" if n in _SECRET_OPTIONS else v) for n, v in options]
+    return urlunsplit(parts._replace(query=urlencode(shown, safe="/*:")))

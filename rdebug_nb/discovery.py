@@ -2,14 +2,25 @@
 
 Keys are listed with ``SCAN`` in bounded batches (never ``KEYS``), classified by
 name, and sorted sets are recognised as topic keys from their first (or last)
-member's ``topic_published_to``. Every command here only reads.
+member's ``topic_published_to``. Every command here only reads, and each one
+does a bounded amount of work on the server (at most :data:`SCAN_COUNT` keys or
+``_ID_PAGE`` members), so discovery never blocks a busy server for long.
+
+Notes
+-----
+Memory grows with the number of topic keys and of keys that are neither
+``msg:`` nor ``eo:pos:`` keys (their names are kept until their types are
+known), never with the size of the values. Redis errors raised here carry a
+note naming the command and keys being read (shown by the Bus).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
-from typing import Any, Final, cast
+from contextlib import contextmanager
+from typing import Any, Final
 
 import msgspec
 import redis
@@ -32,7 +43,15 @@ SCAN_COUNT: Final = 1000
 """Keys asked for per ``SCAN`` call; bounds the work of each call on the server."""
 
 _BATCH: Final = 500
-_ID_PAGE: Final = 5000
+_ID_PAGE: Final = 1000
+_SHOWN_KEY: Final = 80
+_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What decoding a hostile member can raise (deep nesting gives RecursionError)."""
+_TAIL: Final = re.compile(
+    rb',"id":(\d{1,20}),"priority":\d{1,3},"timestamp":[-+.\deE]{1,40}\}\s*\Z'
+)
+_TAIL_BYTES: Final = 96
+_U64_MAX: Final = (1 << 64) - 1
 
 
 class _TopicOnly(msgspec.Struct):
@@ -69,7 +88,9 @@ def scan_keyspace(
     space = Keyspace()
     candidates: list[str] = []
     for key in scan_keys(client, match=match):
-        if not _classify_by_name(space, key):
+        if not key.isascii() and not _is_text(key):
+            space.skips.append(Skip(shown_key(key), "the key name is not UTF-8 text"))
+        elif not _classify_by_name(space, key):
             candidates.append(key)
     _classify_by_type(client, space, candidates)
     _attach_states(space)
@@ -88,9 +109,39 @@ def scan_keyspace(
 def scan_keys(
     client: redis.Redis, *, match: str | None = None, type_: str | None = None
 ) -> Iterator[str]:
-    """Yield key names with ``SCAN`` (decoded as UTF-8, invalid bytes replaced)."""
-    for raw in client.scan_iter(match=match, count=SCAN_COUNT, _type=type_):
-        yield raw.decode("utf-8", errors="surrogateescape")
+    """Yield key names with ``SCAN`` (decoded as UTF-8, invalid bytes escaped).
+
+    Invalid bytes become lone surrogates (``surrogateescape``); send such a
+    name back to Redis as :func:`key_bytes` of it.
+    """
+    with _reading(f"SCAN MATCH {match or '*'} COUNT {SCAN_COUNT}"):
+        pattern = None if match is None else key_bytes(match)
+        for raw in client.scan_iter(match=pattern, count=SCAN_COUNT, _type=type_):
+            yield raw.decode("utf-8", errors="surrogateescape")
+
+
+def key_bytes(key: str) -> bytes:
+    r"""The bytes of a key name from :func:`scan_keys`, invalid UTF-8 included.
+
+    >>> key_bytes("bad\udcffname")
+    b'bad\xffname'
+    """
+    return key.encode("utf-8", errors="surrogateescape")
+
+
+def shown_key(key: str) -> str:
+    r"""A key name from :func:`scan_keys` as printable text (bytes not UTF-8
+    shown as ``\xNN``).
+
+    >>> shown_key("bad\udcffname")
+    'bad\\xffname'
+    """
+    return key_bytes(key).decode("utf-8", errors="backslashreplace")
+
+
+def _is_text(key: str) -> bool:
+    """Whether a name from :func:`scan_keys` was valid UTF-8 in Redis."""
+    return shown_key(key) == key
 
 
 def resolve_topic_keys(
@@ -116,42 +167,62 @@ def resolve_topic_keys(
 def count_distinct_ids(
     client: redis.Redis, topics: Sequence[TopicKey]
 ) -> dict[str, int]:
-    """Count distinct message ids per namespace by reading every member once."""
+    """Count distinct message ids per namespace by reading every member once.
+
+    Pages of several topic keys share a round trip, at most ``_ID_PAGE``
+    members in all, so many small topic keys cost few round trips.
+    """
     ids: dict[str, set[int]] = {}
-    for topic in topics:
-        seen = ids.setdefault(topic.namespace, set())
-        for members in iter_member_pages(client, topic.key, topic.entries):
+    for batch in _page_batches(topics):
+        pipe = client.pipeline(transaction=False)
+        for topic, start in batch:
+            pipe.zrange(key_bytes(topic.key), start, start + _ID_PAGE - 1)
+        with _reading(f"ZRANGE of {len(batch)} pages from {_shown(batch[0][0].key)}"):
+            answers = pipe.execute()
+        for (topic, _), members in zip(batch, answers, strict=True):
+            seen = ids.setdefault(topic.namespace, set())
             seen.update(filter(None, map(try_member_id, members)))
     return {namespace: len(found) for namespace, found in ids.items()}
 
 
-def iter_member_pages(
-    client: redis.Redis, key: str, entries: int
-) -> Iterator[list[bytes]]:
-    """Yield all members of a sorted set in pages of bounded size, by index."""
-    for start in range(0, entries, _ID_PAGE):
-        yield cast("list[bytes]", client.zrange(key, start, start + _ID_PAGE - 1))
+def _page_batches(topics: Sequence[TopicKey]) -> Iterator[list[tuple[TopicKey, int]]]:
+    """(topic key, first index) of every page, grouped into round trips."""
+    batch: list[tuple[TopicKey, int]] = []
+    size = 0
+    for topic in topics:
+        for start in range(0, topic.entries, _ID_PAGE):
+            count = min(_ID_PAGE, topic.entries - start)
+            if batch and size + count > _ID_PAGE:
+                yield batch
+                batch, size = [], 0
+            batch.append((topic, start))
+            size += count
+    if batch:
+        yield batch
 
 
 def try_member_id(member: bytes) -> int | None:
     """Return the top-level ``id`` of a stored message, or None.
 
-    RusticAI writes ``id`` third from the end, so the last ``"id":`` of a member is
-    the message's own; anything unexpected falls back to a full decode.
+    RusticAI ends every member with ``"id":...,"priority":...,"timestamp":...}``,
+    so the id is read from the last bytes; anything else falls back to a full
+    decode, which (like the loader) takes the last of duplicate keys. Ids that
+    are not unsigned 64-bit integers give None, as the loader skips them.
 
     >>> try_member_id(b'{"payload":{"id":1},"id":42,"priority":4,"timestamp":1.0}')
     42
+    >>> try_member_id(b'{"id":42,"priority":4,"timestamp":1.0,"x":{"id":7}}')
+    42
     """
-    tail = member.rfind(b',"id":')
-    if tail > 0:
-        end = member.find(b",", tail + 6)
-        digits = member[tail + 6 : end]
-        if digits.isdigit() and member.find(b'"priority"', end) == end + 1:
-            return int(digits)
-    try:
-        return _ID_DECODER.decode(member).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    tail = _TAIL.search(member, max(0, len(member) - _TAIL_BYTES))
+    if tail:
+        found: int | None = int(tail.group(1))
+    else:
+        try:
+            found = _ID_DECODER.decode(member).id
+        except _UNREADABLE:
+            return None
+    return found if found is not None and 0 <= found <= _U64_MAX else None
 
 
 def _classify_by_name(space: Keyspace, key: str) -> bool:
@@ -215,20 +286,26 @@ def _attach_states(space: Keyspace) -> None:
 def _types(client: redis.Redis, keys: list[str]) -> list[str]:
     kinds: list[str] = []
     for start in range(0, len(keys), _BATCH):
+        batch = keys[start : start + _BATCH]
         pipe = client.pipeline(transaction=False)
-        for key in keys[start : start + _BATCH]:
-            pipe.type(key)
-        kinds.extend(_text(kind) for kind in pipe.execute())
+        for key in batch:
+            pipe.type(key_bytes(key))
+        with _reading(f"TYPE of {len(batch)} keys from {_shown(batch[0])}"):
+            kinds.extend(_text(kind) for kind in pipe.execute())
     return kinds
 
 
 def _peek(client: redis.Redis, keys: list[str]) -> list[tuple[Any, Any, Any]]:
+    if not keys:
+        return []
     pipe = client.pipeline(transaction=False)
     for key in keys:
-        pipe.zcard(key)
-        pipe.zrange(key, 0, 0, withscores=True)
-        pipe.zrange(key, -1, -1, withscores=True)
-    answers = pipe.execute()
+        name = key_bytes(key)
+        pipe.zcard(name)
+        pipe.zrange(name, 0, 0, withscores=True)
+        pipe.zrange(name, -1, -1, withscores=True)
+    with _reading(f"ZCARD and ZRANGE of {len(keys)} keys from {_shown(keys[0])}"):
+        answers = pipe.execute()
     return [
         (answers[i], answers[i + 1], answers[i + 2]) for i in range(0, len(answers), 3)
     ]
@@ -254,7 +331,7 @@ def _split_from_members(
             continue
         try:
             topic = _TOPIC_DECODER.decode(pair[0][0]).topic_published_to
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _UNREADABLE:
             continue
         split = split_topic_key(key, topic)
         if split:
@@ -273,11 +350,27 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _shown(key: str) -> str:
+    """A key for a message: quoted, cut to a readable length."""
+    text = repr(key)
+    return text if len(text) <= _SHOWN_KEY else text[: _SHOWN_KEY - 3] + "..."
+
+
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Note on any Redis error raised inside what was being read."""
+    try:
+        yield
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
+        err.add_note(what)
+        raise
+
+
 def position_values(client: redis.Redis, space: Keyspace) -> None:
     """Fill in the message id each position key holds (one pipelined round trip)."""
     pipe = client.pipeline(transaction=False)
     for position in space.positions:
-        pipe.get(position.name)
+        pipe.get(key_bytes(position.name))
     values = pipe.execute() if space.positions else []
     space.positions = [
         Position(p.name, p.key, int(v) if v and v.isdigit() else None)

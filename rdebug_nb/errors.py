@@ -43,6 +43,10 @@ class InvalidId(RdebugError, ValueError):
     """A value cannot be a GemstoneID in the requested layout."""
 
 
+class InvalidQuery(RdebugError, ValueError):
+    """A message filter or query cannot be read; the message says how to write it."""
+
+
 class MalformedMessage(RdebugError, ValueError):
     """A stored member is not a RusticAI message."""
 

@@ -106,8 +106,8 @@ class Keyspace:
 
     @property
     def namespaces(self) -> set[str]:
-        """Namespaces that own at least one topic key."""
-        return {topic.namespace for topic in self.topic_keys.values()}
+        """Namespaces that own a topic key or a ``msg:`` key."""
+        return {t.namespace for t in self.topic_keys.values()} | set(self.message_keys)
 
     def topics_of(self, namespace: str) -> list[TopicKey]:
         """Topic keys of one namespace, sorted by topic."""

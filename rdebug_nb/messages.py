@@ -73,13 +73,21 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import builtins
+import gc
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from itertools import chain, repeat
+from operator import attrgetter
+from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
 import pandas as pd
+from msgspec.structs import astuple
+from pandas.api.extensions import ExtensionArray, ExtensionDtype, take
+from pandas.api.indexers import check_array_indexer
 
 from rdebug_nb.ids import PRIORITY_NAMES, priority_names
 from rdebug_nb.keys import DEAD_LETTER_TOPIC
@@ -134,10 +142,17 @@ DELIVERY_COLUMNS: Final = (
 )
 """Columns of a delivery frame, in order."""
 
-_DERIVED: Final = frozenset({"timestamp", "priority_name", "machine_id", "sequence"})
-_APPENDED: Final = tuple(name for name in DELIVERY_COLUMNS if name not in _DERIVED)
 _U64_MAX: Final = (1 << 64) - 1
 _EXCERPT: Final = 120
+_EXAMPLE: Final = (
+    b'{"sender":{"id":"probe","name":"Probe"},"topics":"t","recipient_list":[],'
+    b'"payload":{"n":1},"format":"generic_json","in_response_to":null,'
+    b'"thread":[9742500110020915200],"conversation_id":null,"forward_header":null,'
+    b'"routing_slip":null,"message_history":[],"ttl":null,"is_error_message":false,'
+    b'"traceparent":null,"session_state":null,"topic_published_to":"t",'
+    b'"enrich_with_history":0,"process_status":null,"origin_guild_stack":[],'
+    b'"id":9742500110020915200,"priority":4,"timestamp":1796300977681.0}'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,100 +174,315 @@ class Skip:
     excerpt: str = ""
 
 
-class _Tag(msgspec.Struct):
+class JsonDtype(ExtensionDtype):
+    """The dtype of the nested JSON columns (payload, routing slip, history ...).
+
+    Values are kept as the stored JSON bytes until first read, then decoded once
+    with exact integers and cached; see :class:`JsonArray`.
+    """
+
+    name = "json"
+    type = object
+
+    @property
+    def na_value(self) -> None:
+        """Missing values (JSON ``null``) are None."""
+        return None
+
+    @classmethod
+    def construct_array_type(cls) -> builtins.type[JsonArray]:
+        """The array type of this dtype."""
+        return JsonArray
+
+
+class JsonArray(ExtensionArray):
+    """Nested JSON values decoded from their stored bytes on first access.
+
+    Reading an element (``frame["payload"][0]``, ``.tolist()``, iteration,
+    ``.map``, a row of ``frame.iloc``) gives plain Python values (``dict``,
+    ``list``, ``None`` ...), decoded once and cached; JSON ``null`` is missing.
+
+    Examples
+    --------
+    >>> values = JsonArray.from_json([b'{"n": 1}', b"null", b"[2]"])
+    >>> values[0], values.isna().tolist(), values.tolist()
+    ({'n': 1}, [False, True, False], [{'n': 1}, None, [2]])
+    """
+
+    def __init__(
+        self, values: np.ndarray[Any, Any], *, nulls_known: bool = True
+    ) -> None:
+        self._values = values
+        # Whether every JSON null is already None; texts are searched for
+        # nulls on the first isna(), not at load time.
+        self._nulls_known = nulls_known
+
+    @classmethod
+    def from_json(cls, raws: Sequence[Any] | np.ndarray[Any, Any]) -> JsonArray:
+        """An array from JSON texts (bytes or ``msgspec.Raw``), decoded lazily."""
+        return cls(_objects(raws), nulls_known=False)
+
+    @classmethod
+    def _from_sequence(
+        cls, scalars: Any, *, dtype: Any = None, copy: bool = False
+    ) -> JsonArray:
+        if isinstance(scalars, JsonArray):
+            return scalars.copy() if copy else scalars
+        return cls(_objects(list(scalars)))
+
+    @classmethod
+    def _from_factorized(cls, values: Any, original: Any) -> JsonArray:
+        return cls(_objects(list(values)))
+
+    @classmethod
+    def _concat_same_type(cls, to_concat: Sequence[JsonArray]) -> JsonArray:
+        parts = [array._values for array in to_concat]
+        known = all(array._nulls_known for array in to_concat)
+        return cls(np.concatenate(parts) if parts else _objects([]), nulls_known=known)
+
+    @property
+    def dtype(self) -> JsonDtype:
+        return _JSON_DTYPE
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._values.nbytes)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, item: Any) -> Any:
+        if isinstance(item, int | np.integer):
+            return self._value(int(item))
+        return self._like(self._values[check_array_indexer(self, item)])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._nulls_known = False
+        if isinstance(key, int | np.integer):
+            self._values[key] = value
+            return
+        positions = np.arange(len(self))[check_array_indexer(self, key)]
+        values = _assigned(value, len(positions))
+        for position, item in zip(positions.tolist(), values, strict=True):
+            self._values[position] = item
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._decoded().tolist())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
+        decoded = self._decoded().copy()
+        return decoded if dtype is None else decoded.astype(dtype)
+
+    def __eq__(self, other: object) -> Any:
+        if isinstance(other, pd.Series | pd.Index | pd.DataFrame):
+            return NotImplemented
+        mine = self._decoded().tolist()
+        if isinstance(other, JsonArray | np.ndarray | list):
+            theirs = list(other)
+            if len(theirs) != len(mine):
+                raise ValueError("cannot compare JSON arrays of different lengths")
+            pairs = zip(mine, theirs, strict=True)
+            return np.fromiter((a == b for a, b in pairs), bool, len(mine))
+        return np.fromiter((a == other for a in mine), bool, len(mine))
+
+    def isna(self) -> Any:
+        self._find_nulls()
+        return pd.isna(self._values)
+
+    def take(
+        self, indices: Any, *, allow_fill: bool = False, fill_value: Any = None
+    ) -> JsonArray:
+        taken = take(self._values, indices, allow_fill=allow_fill, fill_value=None)
+        return self._like(np.asarray(taken, dtype=object))
+
+    def copy(self) -> JsonArray:
+        return self._like(self._values.copy())
+
+    def astype(self, dtype: Any, copy: bool = True) -> Any:
+        if isinstance(dtype, JsonDtype):
+            return self.copy() if copy else self
+        return super().astype(dtype, copy=copy)
+
+    def _explode(self) -> tuple[JsonArray, np.ndarray[Any, Any]]:
+        # As pandas explodes object columns: lists (and dicts) give one row per
+        # item, empty ones a NaN row, anything else one row.
+        values: list[Any] = []
+        counts: list[int] = []
+        for value in self._decoded().tolist():
+            items = list(value) if isinstance(value, list | dict) else [value]
+            values.extend(items or [np.nan])
+            counts.append(len(items) or 1)
+        return JsonArray(_objects(values)), np.asarray(counts, dtype=np.uint64)
+
+    def _value(self, index: int) -> Any:
+        value = self._values[index]
+        if type(value) in _PENDING:
+            value = self._values[index] = _decode_json(value)
+        return value
+
+    def _decoded(self) -> np.ndarray[Any, Any]:
+        values = self._values
+        items = values.tolist()
+        for index, value in enumerate(items):
+            if type(value) in _PENDING:
+                values[index] = _decode_json(value)
+        self._nulls_known = True
+        return values
+
+    def _find_nulls(self) -> None:
+        """Replace JSON ``null`` texts by None (4-byte texts only are compared)."""
+        if self._nulls_known:
+            return
+        values = self._values
+        for index, value in enumerate(values.tolist()):
+            if type(value) in _TEXTS and len(value) == 4 and _is_null(value):
+                values[index] = None
+        self._nulls_known = True
+
+    def _like(self, values: np.ndarray[Any, Any]) -> JsonArray:
+        return JsonArray(values, nulls_known=self._nulls_known)
+
+
+_JSON_DTYPE: Final = JsonDtype()
+_NULL: Final = msgspec.Raw(b"null")
+_TEXTS: Final = frozenset({msgspec.Raw, bytes})
+_PENDING: Final = _TEXTS | {tuple}
+_decode_any: Final = msgspec.json.Decoder().decode
+
+
+def _decode_json(value: Any) -> Any:
+    """Decode a pending value: JSON text, or a tuple of texts (a list of items)."""
+    if type(value) is tuple:
+        return [_decode_any(item) for item in value]
+    return _decode_any(value)
+
+
+def _is_null(text: Any) -> bool:
+    return bool(text == _NULL or text == b"null")
+
+
+def _assigned(value: Any, count: int) -> list[Any]:
+    if isinstance(value, JsonArray | np.ndarray | list | tuple) and len(value) == count:
+        return list(value)
+    return [value] * count
+
+
+class _Tag(msgspec.Struct, gc=False):
     id: str | None
     name: str | None
 
 
-class _Envelope(msgspec.Struct):
+_Id = Annotated[int, msgspec.Meta(ge=0)]
+_Stamp = Annotated[float, msgspec.Meta(ge=-(2**53), le=2**53)]
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """A stored message with its nested fields left as JSON text (decoded lazily).
+
+    Lower bounds, the priority and the timestamp are checked by msgspec; the
+    upper bound of 64-bit ids is checked per page (msgspec bounds stop at int64).
+    """
+
     sender: _Tag
     topics: str | list[str]
     recipient_list: list[_Tag]
     payload: msgspec.Raw
     format: str
-    in_response_to: int | None
-    thread: list[int]
+    in_response_to: _Id | None
+    thread: list[_Id]
     conversation_id: int | None
-    forward_header: dict[str, Any] | None
-    routing_slip: dict[str, Any] | None
-    message_history: list[dict[str, Any]]
+    forward_header: msgspec.Raw
+    routing_slip: msgspec.Raw
+    message_history: tuple[msgspec.Raw, ...]
     ttl: int | None
     is_error_message: bool
     traceparent: str | None
-    session_state: dict[str, Any] | None
+    session_state: msgspec.Raw
     topic_published_to: str | None
     enrich_with_history: int
     process_status: str | None
-    origin_guild_stack: list[dict[str, Any]]
-    id: int
-    priority: int
-    timestamp: float
+    origin_guild_stack: msgspec.Raw
+    id: _Id
+    priority: Annotated[int, msgspec.Meta(ge=0, le=len(PRIORITY_NAMES) - 1)]
+    timestamp: _Stamp
 
 
 _DECODER: Final = msgspec.json.Decoder(_Envelope)
-_PAYLOAD_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
+_ENVELOPE_FIELDS: Final = _Envelope.__struct_fields__
+_GET_ID: Final = attrgetter("id")
+_JSON_FIELDS: Final = (
+    "payload",
+    "routing_slip",
+    "forward_header",
+    "session_state",
+    "origin_guild_stack",
+)
 
 
 class _Rows:
-    """Column lists filled one decoded delivery at a time."""
+    """Decoded members, page by page, in arrival order, and the skips.
 
-    def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in _APPENDED}
+    Each readable member is kept as the tuple of its envelope's field values
+    (``msgspec.structs.astuple``, in :data:`_ENVELOPE_FIELDS` order): turning
+    structs into tuples and tuples into columns are single C-level passes,
+    several times cheaper than reading attributes field by field.
+    """
+
+    def __init__(self, namespace: str = "") -> None:
+        self.namespace = namespace
+        self.records: list[tuple[Any, ...]] = []
+        self.sizes: list[int] = []
+        self.pages: list[tuple[str, str, int]] = []
         self.skips: list[Skip] = []
 
-    def add(self, namespace: str, key: str, topic: str, member: bytes) -> None:
-        try:
-            message, payload = _decode(member)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
-            self.skips.append(Skip(key, _reason(err), _excerpt(member)))
-            return
-        self._append(namespace, key, topic, member, message, payload)
+    def add(self, key: str, topic: str, members: Sequence[bytes]) -> None:
+        """Decode one page of members of one topic key."""
+        envelopes, sizes = _decode_page(key, members, self.skips)
+        self.records += map(astuple, envelopes)
+        self.sizes += sizes
+        self.pages.append((key, topic, len(envelopes)))
 
-    def _append(
-        self,
-        namespace: str,
-        key: str,
-        topic: str,
-        member: bytes,
-        message: _Envelope,
-        payload: dict[str, Any],
-    ) -> None:
-        cols = self.columns
-        cols["id"].append(message.id)
-        cols["guild_id"].append(namespace)
-        cols["topic"].append(topic)
-        cols["key"].append(key)
-        cols["topic_published_to"].append(message.topic_published_to)
-        cols["timestamp_ms"].append(int(message.timestamp))
-        cols["priority"].append(message.priority)
-        cols["sender_id"].append(message.sender.id)
-        cols["sender_name"].append(message.sender.name)
-        cols["format"].append(message.format)
-        cols["message_topics"].append(_as_list(message.topics))
-        cols["in_response_to"].append(message.in_response_to)
-        cols["thread"].append(message.thread)
-        cols["thread_root"].append(message.thread[0] if message.thread else None)
-        cols["conversation_id"].append(message.conversation_id)
-        cols["recipients"].append([tag.id for tag in message.recipient_list])
-        cols["is_error"].append(message.is_error_message)
-        cols["is_dead_letter"].append(_is_dead_letter(message, topic))
-        cols["process_status"].append(message.process_status)
-        cols["hop_count"].append(len(message.message_history))
-        cols["ttl"].append(message.ttl)
-        cols["traceparent"].append(message.traceparent)
-        trace = parse_traceparent(message.traceparent)
-        cols["trace_id"].append(trace[0])
-        cols["span_id"].append(trace[1])
-        cols["trace_flags"].append(trace[2])
-        cols["payload"].append(payload)
-        cols["payload_size"].append(len(message.payload))
-        cols["size"].append(len(member))
-        cols["routing_slip"].append(message.routing_slip)
-        cols["message_history"].append(message.message_history)
-        cols["forward_header"].append(message.forward_header)
-        cols["session_state"].append(message.session_state)
-        cols["origin_guild_stack"].append(message.origin_guild_stack)
-        cols["enrich_with_history"].append(message.enrich_with_history)
+
+def _decode_page(
+    key: str, members: Sequence[bytes], skips: list[Skip]
+) -> tuple[list[_Envelope], list[int]]:
+    try:
+        envelopes = list(map(_DECODER.decode, members))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _decode_each(key, members, skips)
+    if not _ids_fit(envelopes):
+        return _decode_each(key, members, skips)
+    return envelopes, list(map(len, members))
+
+
+def _decode_each(
+    key: str, members: Sequence[bytes], skips: list[Skip]
+) -> tuple[list[_Envelope], list[int]]:
+    """The slow path of a page with bad members: one at a time, skipping them."""
+    envelopes: list[_Envelope] = []
+    sizes: list[int] = []
+    for member in members:
+        try:
+            message = _DECODER.decode(member)
+            _check(message)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
+            skips.append(Skip(key, _reason(err), _excerpt(member)))
+            continue
+        envelopes.append(message)
+        sizes.append(len(member))
+    return envelopes, sizes
+
+
+def _ids_fit(envelopes: list[_Envelope]) -> bool:
+    """Whether every id of a page fits 64 bits (the decoder checked ``>= 0``)."""
+    replies = filter(None, map(attrgetter("in_response_to"), envelopes))
+    threads = chain.from_iterable(map(attrgetter("thread"), envelopes))
+    top = max(
+        max(map(attrgetter("id"), envelopes), default=0),
+        max(replies, default=0),
+        max(threads, default=0),
+    )
+    return top <= _U64_MAX
 
 
 def decode_deliveries(
@@ -273,11 +503,120 @@ def decode_deliveries(
         Columns :data:`DELIVERY_COLUMNS`, one row per readable member, sorted by
         timestamp then id; unreadable members are in ``attrs["skips"]``.
     """
-    rows = _Rows()
-    for key, topic, members in entries:
-        for member in members:
-            rows.add(namespace, key, topic, member)
-    return _delivery_frame(rows)
+    rows = _Rows(namespace)
+    with _gc_paused():
+        for key, topic, members in entries:
+            rows.add(key, topic, members)
+        return _delivery_frame(rows)
+
+
+def decode_messages(
+    namespace: str, entries: Iterable[tuple[str, str, Sequence[bytes]]]
+) -> pd.DataFrame:
+    """Decode stored members straight into a message frame.
+
+    The same as ``to_messages(decode_deliveries(namespace, entries))``, without
+    building the delivery frame first.
+
+    Examples
+    --------
+    >>> frame = decode_messages("g", [("g:t", "t", [_EXAMPLE])])
+    >>> frame["topics"].tolist(), frame["payload"][0]
+    ([['t']], {'n': 1})
+    """
+    rows = _Rows(namespace)
+    with _gc_paused():
+        for key, topic, members in entries:
+            rows.add(key, topic, members)
+        return _message_frame(rows)
+
+
+def merge_frames(frame: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    """Merge a later, overlapping load of the same guild into a loaded frame.
+
+    Both must be message frames, or both delivery frames. Rows of ``fresh`` whose
+    message is already in ``frame`` (the same id; for deliveries the same id and
+    topic) are not added again; a message that ``fresh`` found under more topics
+    gets them added to ``topics``. The result is sorted like a load (timestamp,
+    id, topic) and keeps the skips of both.
+
+    Examples
+    --------
+    >>> old = to_messages(decode_deliveries("g", [("g:t", "t", [_EXAMPLE])]))
+    >>> len(merge_frames(old, old)), len(merge_frames(old.iloc[:0], old))
+    (1, 1)
+    """
+    is_delivery = "topic" in frame.columns
+    with _gc_paused():
+        recent = _recent(frame, fresh)
+        if is_delivery:
+            known = _known_deliveries(recent, fresh)
+        else:
+            known = _known_messages(recent, fresh)
+            frame = _with_more_topics(frame, fresh, known)
+        merged = _in_load_order(
+            pd.concat([frame, fresh.iloc[np.flatnonzero(~known)]], ignore_index=True),
+            is_delivery,
+        )
+    old_skips = frame.attrs.get("skips", ())
+    skips = tuple(dict.fromkeys((*old_skips, *fresh.attrs.get("skips", ()))))
+    merged.attrs = {**frame.attrs, "skips": skips}
+    return merged
+
+
+def _recent(frame: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``frame`` as new as ``fresh``: only they can hold its messages."""
+    if not len(fresh):
+        return frame.iloc[:0]
+    newest_first = int(fresh["timestamp_ms"].min())
+    return frame[frame["timestamp_ms"].to_numpy() >= newest_first]
+
+
+def _known_messages(recent: pd.DataFrame, fresh: pd.DataFrame) -> np.ndarray[Any, Any]:
+    ids = recent["id"].to_numpy(dtype=np.uint64, na_value=0)
+    return np.isin(fresh["id"].to_numpy(dtype=np.uint64, na_value=0), ids)
+
+
+def _known_deliveries(
+    recent: pd.DataFrame, fresh: pd.DataFrame
+) -> np.ndarray[Any, Any]:
+    seen = set(zip(recent["id"].tolist(), recent["topic"].tolist(), strict=True))
+    pairs = zip(fresh["id"].tolist(), fresh["topic"].tolist(), strict=True)
+    return np.fromiter((pair in seen for pair in pairs), bool, len(fresh))
+
+
+def _with_more_topics(
+    frame: pd.DataFrame, fresh: pd.DataFrame, known: np.ndarray[Any, Any]
+) -> pd.DataFrame:
+    """``frame`` with the topics ``fresh`` found for messages it already has."""
+    again = fresh.iloc[np.flatnonzero(known)]
+    ids = frame["id"].to_numpy(dtype=np.uint64, na_value=0)
+    rows = pd.Index(ids).get_indexer(again["id"].to_numpy(dtype=np.uint64))
+    topics = frame["topics"].to_numpy(dtype=object, copy=True)
+    changed = False
+    for row, found, declared in zip(
+        rows.tolist(),
+        again["topics"].tolist(),
+        again["message_topics"].tolist(),
+        strict=True,
+    ):
+        if row >= 0 and not set(found) <= set(topics[row]):
+            topics[row] = _ordered([*topics[row], *found], declared)
+            changed = True
+    if not changed:
+        return frame
+    return frame.assign(topics=pd.Series(topics, frame.index, object, copy=False))
+
+
+def _in_load_order(frame: pd.DataFrame, is_delivery: bool) -> pd.DataFrame:
+    stamps = frame["timestamp_ms"].to_numpy(dtype=np.int64)
+    keys = [frame["id"].to_numpy(dtype=np.uint64, na_value=0), stamps]
+    if is_delivery:
+        keys.insert(0, pd.factorize(frame["topic"], sort=True)[0])
+    order = np.lexsort(keys)
+    if np.all(order[1:] > order[:-1]):
+        return frame
+    return frame.take(order).reset_index(drop=True)
 
 
 def to_messages(deliveries: pd.DataFrame) -> pd.DataFrame:
@@ -292,10 +631,19 @@ def to_messages(deliveries: pd.DataFrame) -> pd.DataFrame:
     >>> list(frame.columns) == list(MESSAGE_COLUMNS), len(frame)
     (True, 0)
     """
-    topics = _stored_topics(deliveries)
-    first = deliveries.drop_duplicates("id", keep="first").copy()
-    first["topics"] = [topics[int(mid)] for mid in first["id"]]
-    frame = first.loc[:, list(MESSAGE_COLUMNS)].reset_index(drop=True)
+    with _gc_paused():
+        ids = deliveries["id"].to_numpy(dtype=np.uint64, na_value=0)
+        first, repeated = _first_copies(ids)
+        topics = _stored_topics(
+            deliveries["topic"].to_numpy(dtype=object),
+            deliveries["message_topics"].to_numpy(dtype=object),
+            ids,
+            first,
+            repeated,
+        )
+        frame = deliveries.take(first).reset_index(drop=True)
+        frame["topics"] = pd.Series(topics, dtype=object, copy=False)
+        frame = frame.loc[:, list(MESSAGE_COLUMNS)]
     frame.attrs = dict(deliveries.attrs)
     return frame
 
@@ -333,21 +681,11 @@ def parse_traceparent(value: str | None) -> tuple[str | None, str | None, str | 
     return parts[1], parts[2], parts[3]
 
 
-def _decode(member: bytes) -> tuple[_Envelope, dict[str, Any]]:
-    message = _DECODER.decode(member)
-    _check(message)
-    return message, _PAYLOAD_DECODER.decode(message.payload)
-
-
 def _check(message: _Envelope) -> None:
-    if not 0 <= message.id <= _U64_MAX:
+    if message.id > _U64_MAX:
         raise ValueError(f"id {message.id} is not an unsigned 64-bit GemstoneID")
-    if not 0 <= message.priority < len(PRIORITY_NAMES):
-        raise ValueError(f"priority {message.priority} is not 0..7")
-    if message.timestamp != message.timestamp or abs(message.timestamp) > 2**53:
-        raise ValueError(f"timestamp {message.timestamp} is not a millisecond time")
     for value in (message.in_response_to, *message.thread):
-        if value is not None and not 0 <= value <= _U64_MAX:
+        if value is not None and value > _U64_MAX:
             raise ValueError(f"referenced id {value} is not an unsigned 64-bit id")
 
 
@@ -363,28 +701,52 @@ def _excerpt(member: bytes) -> str:
     return member[:_EXCERPT].decode("utf-8", errors="replace")
 
 
-def _as_list(topics: str | list[str]) -> list[str]:
-    return [topics] if isinstance(topics, str) else topics
+def _first_copies(
+    ids: np.ndarray[Any, np.dtype[np.uint64]],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Rows of the first copy of each id, and rows of ids stored more than once.
+
+    One stable sort by id replaces a Python dict over every row; only the ids
+    stored under several topics are looked at one by one.
+    """
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.ones(len(ids), dtype=bool)
+    starts[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    repeated = np.zeros(len(ids), dtype=bool)
+    repeated[:-1] = ~starts[1:]
+    repeated[1:] |= ~starts[1:]
+    return np.sort(order[starts]), np.sort(order[repeated])
 
 
-def _is_dead_letter(message: _Envelope, topic: str) -> bool:
-    return topic == DEAD_LETTER_TOPIC and message.topic_published_to is None
+def _stored_topics(
+    topic: np.ndarray[Any, Any],
+    declared: np.ndarray[Any, Any],
+    ids: np.ndarray[Any, Any],
+    first: np.ndarray[Any, Any],
+    repeated: np.ndarray[Any, Any],
+) -> np.ndarray[Any, Any]:
+    """The ``topics`` list of each first copy (one per ``first`` row).
 
-
-def _stored_topics(deliveries: pd.DataFrame) -> dict[int, list[str]]:
-    stored: dict[int, list[str]] = {}
-    for mid, topic in zip(
-        deliveries["id"].tolist(), deliveries["topic"].tolist(), strict=True
-    ):
-        stored.setdefault(mid, []).append(topic)
-    declared = dict(
-        zip(
-            deliveries["id"].tolist(),
-            deliveries["message_topics"].tolist(),
-            strict=False,
-        )
-    )
-    return {mid: _ordered(topics, declared[mid]) for mid, topics in stored.items()}
+    ``topic`` and ``declared`` (``message_topics``) are per delivery row; an id
+    stored once keeps its one topic, an id stored more than once gets all its
+    topics in the order the message names them.
+    """
+    stored = _objects([[value] for value in topic[first].tolist()])
+    if not len(repeated):
+        return stored
+    found: dict[int, list[int]] = {}
+    for row, mid in zip(repeated.tolist(), ids[repeated].tolist(), strict=True):
+        found.setdefault(mid, []).append(row)
+    slots = np.searchsorted(first, [rows[0] for rows in found.values()])
+    known: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
+    for slot, rows in zip(slots.tolist(), found.values(), strict=True):
+        # Few distinct (stored, declared) pairs: each is ordered once.
+        pair = (tuple(topic[rows].tolist()), tuple(declared[rows[0]]))
+        if pair not in known:
+            known[pair] = _ordered(list(pair[0]), list(pair[1]))
+        stored[slot] = list(known[pair])
+    return stored
 
 
 def _ordered(stored: list[str], declared: list[str]) -> list[str]:
@@ -394,47 +756,241 @@ def _ordered(stored: list[str], declared: list[str]) -> list[str]:
 
 
 def _delivery_frame(rows: _Rows) -> pd.DataFrame:
-    cols = rows.columns
-    stamp = np.asarray(cols["timestamp_ms"], dtype=np.int64)
-    ids = np.asarray(cols["id"], dtype=np.uint64)
-    frame = pd.DataFrame({name: _column(name, values) for name, values in cols.items()})
-    frame["id"] = pd.array(ids, dtype="UInt64")
-    frame["timestamp"] = pd.to_datetime(stamp, unit="ms", utc=True)
-    frame["priority"] = np.asarray(cols["priority"], dtype=np.uint8)
-    frame["priority_name"] = priority_names(frame["priority"].to_numpy())
-    frame["machine_id"] = ((ids >> np.uint64(12)) & np.uint64(0x3FF)).astype(np.uint16)
-    frame["sequence"] = (ids & np.uint64(0xFFF)).astype(np.uint16)
-    frame = frame.loc[:, list(DELIVERY_COLUMNS)]
-    frame = frame.sort_values(["timestamp_ms", "id", "topic"], kind="stable")
-    frame = frame.reset_index(drop=True)
+    return _frame(rows, DELIVERY_COLUMNS)
+
+
+def _message_frame(rows: _Rows) -> pd.DataFrame:
+    """``to_messages(_delivery_frame(rows))``, without the delivery frame."""
+    return _frame(rows, MESSAGE_COLUMNS)
+
+
+def _frame(rows: _Rows, names: tuple[str, ...]) -> pd.DataFrame:
+    with _gc_paused():
+        columns = _columns(_Fields(rows, collapse=names == MESSAGE_COLUMNS))
+        frame = pd.DataFrame({name: columns[name] for name in names}, copy=False)
     frame.attrs["skips"] = tuple(rows.skips)
     return frame
 
 
-_NULLABLE_IDS: Final = frozenset({"in_response_to", "thread_root"})
-_INTS: Final = frozenset(
-    {"hop_count", "payload_size", "size", "enrich_with_history", "timestamp_ms"}
-)
-_BOOLS: Final = frozenset({"is_error", "is_dead_letter"})
-_STRINGS: Final = frozenset({"guild_id", "topic", "key", "sender_id", "format"})
+class _Fields:
+    """The envelope fields of every record as columns, and the rows to keep.
+
+    Values are transposed once and every per-value step runs in arrival order,
+    where the objects lie in memory in the order they were made; only finished
+    columns are put in load order (a numpy gather or an array ``take``). With
+    ``collapse``, only the first copy of each id is kept and ``topics`` lists
+    every topic it was stored under.
+    """
+
+    def __init__(self, rows: _Rows, *, collapse: bool) -> None:
+        count = len(rows.records)
+        width = len(_ENVELOPE_FIELDS)
+        columns = zip(*rows.records, strict=True) if count else repeat((), width)
+        self.rows, self.count = rows, count
+        self.values = dict(zip(_ENVELOPE_FIELDS, columns, strict=True))
+        self.page = np.repeat(np.arange(len(rows.pages)), [n for *_, n in rows.pages])
+        stamps = np.fromiter(self.values["timestamp"], float, count).astype(np.int64)
+        ids = np.fromiter(self.values["id"], np.uint64, count)
+        names = pd.Index([topic for _, topic, _ in rows.pages])
+        ranks = pd.Index(sorted(set(names))).get_indexer(names)
+        self.order = np.lexsort((ranks[self.page], ids, stamps))
+        self.declared = self.mapped(_as_list, "topics")
+        self.topics: np.ndarray[Any, Any] | None = None
+        if collapse:
+            self._collapse(ids[self.order], names.to_numpy(dtype=object))
+        self.ids, self.stamps = ids[self.order], stamps[self.order]
+        self.kept = len(self.order)
+
+    def _collapse(self, ids: np.ndarray[Any, Any], names: np.ndarray[Any, Any]) -> None:
+        first, repeated = _first_copies(ids)
+        topic = names[self.page[self.order]]
+        declared = self.declared[self.order]
+        self.topics = _stored_topics(topic, declared, ids, first, repeated)
+        self.order = self.order[first]
+
+    def arrived(self, name: str) -> np.ndarray[Any, Any]:
+        """A field as an object array, in arrival order."""
+        return _objects(self.values[name])
+
+    def mapped(self, function: Any, name: str) -> np.ndarray[Any, Any]:
+        """``function`` of each value of a field, in arrival order."""
+        return _objects(list(map(function, self.values[name])))
+
+    def numbers(self, name: str, dtype: Any) -> np.ndarray[Any, Any]:
+        """A numeric field, in load order."""
+        values = np.fromiter(self.values[name], dtype, self.count)
+        return values[self.order]
+
+    def ordered(self, values: Any) -> Any:
+        """An arrival-order array (numpy or pandas) with the kept rows in order."""
+        if isinstance(values, np.ndarray):
+            return values[self.order]
+        return values.take(self.order)
 
 
-def _column(name: str, values: list[Any]) -> Any:
-    if name in _NULLABLE_IDS:
-        return pd.array(values, dtype="UInt64")
-    if name == "ttl":
-        return pd.array(values, dtype="Int64")
-    if name in _INTS:
-        return np.asarray(values, dtype=np.int64)
-    if name in _BOOLS:
-        return np.asarray(values, dtype=bool)
-    if name in _STRINGS:
-        return pd.array(values, dtype=object)
-    return _objects(values)
+def _columns(fields: _Fields) -> dict[str, Any]:
+    ids, stamps, count, load = fields.ids, fields.stamps, fields.count, fields.ordered
+    priority = fields.numbers("priority", np.uint8)
+    published = fields.arrived("topic_published_to")
+    threads = fields.arrived("thread")
+    traceparents = fields.arrived("traceparent")
+    hops = fields.arrived("message_history")
+    return {
+        "id": pd.arrays.IntegerArray(ids, np.zeros(fields.kept, dtype=bool)),
+        **_origin_columns(fields, published),
+        "timestamp": pd.to_datetime(stamps, unit="ms", utc=True),
+        "timestamp_ms": stamps,
+        "priority": priority,
+        "priority_name": priority_names(priority),
+        "machine_id": ((ids >> np.uint64(12)) & np.uint64(0x3FF)).astype(np.uint16),
+        "sequence": (ids & np.uint64(0xFFF)).astype(np.uint16),
+        **dict(zip(_SENDER_COLUMNS, map(load, _senders(fields)), strict=True)),
+        "format": load(_texts(fields.arrived("format"))),
+        "message_topics": _kept(load(fields.declared)),
+        "in_response_to": load(_nullable(fields.arrived("in_response_to"), np.uint64)),
+        "thread": _kept(load(threads)),
+        "thread_root": load(_nullable(_firsts(threads), np.uint64)),
+        "conversation_id": _kept(load(fields.arrived("conversation_id"))),
+        "recipients": _kept(load(fields.mapped(_recipient_ids, "recipient_list"))),
+        "is_error": fields.numbers("is_error_message", bool),
+        "process_status": _kept(load(fields.arrived("process_status"))),
+        "hop_count": load(np.fromiter(map(len, hops), np.int64, count)),
+        "ttl": load(_nullable(fields.arrived("ttl"), np.int64)),
+        "traceparent": _kept(load(traceparents)),
+        **dict(
+            zip(
+                _TRACE_COLUMNS,
+                map(_kept, map(load, _traces(traceparents))),
+                strict=True,
+            )
+        ),
+        "payload_size": load(fields.mapped(len, "payload").astype(np.int64)),
+        "size": load(np.asarray(fields.rows.sizes, dtype=np.int64)),
+        "message_history": JsonArray(load(hops)),
+        **{
+            name: load(JsonArray.from_json(fields.arrived(name)))
+            for name in _JSON_FIELDS
+        },
+        "enrich_with_history": fields.numbers("enrich_with_history", np.int64),
+    }
 
 
-def _objects(values: list[Any]) -> np.ndarray[Any, Any]:
-    return np.fromiter(values, dtype=object, count=len(values))
+_TRACE_COLUMNS: Final = ("trace_id", "span_id", "trace_flags")
+_SENDER_COLUMNS: Final = ("sender_id", "sender_name")
+
+
+def _senders(fields: _Fields) -> list[Any]:
+    """``sender.id`` and ``sender.name`` as ``str`` arrays (one pass over tags)."""
+    tags = fields.values["sender"]
+    parts = zip(*map(astuple, tags), strict=True) if tags else ((), ())
+    return [_texts(_objects(part)) for part in parts]
+
+
+def _origin_columns(fields: _Fields, published: np.ndarray[Any, Any]) -> dict[str, Any]:
+    """Columns that come from the key a row was read from, not from its JSON."""
+    pages = fields.rows.pages
+    keys = [key for key, _, _ in pages]
+    topics = [topic for _, topic, _ in pages]
+    dead_key = np.asarray([t == DEAD_LETTER_TOPIC for t in topics], dtype=bool)
+    page = fields.ordered(fields.page)
+    columns = {
+        "guild_id": _spread([fields.rows.namespace], np.zeros(len(page), np.intp)),
+        "is_dead_letter": dead_key[page] & fields.ordered(pd.isna(published)),
+    }
+    if fields.topics is not None:
+        return {**columns, "topics": _kept(fields.topics)}
+    return {
+        **columns,
+        "topic": _spread(topics, page),
+        "key": _spread(keys, page),
+        "topic_published_to": fields.ordered(_texts(published)),
+    }
+
+
+def _spread(values: list[str], index: np.ndarray[Any, Any]) -> Any:
+    """A few distinct texts spread to rows: one ``take``, not one per row."""
+    return _texts(values).take(index)
+
+
+def _texts(values: Sequence[str | None] | np.ndarray[Any, Any]) -> Any:
+    """Texts as a ``str`` array (missing values become NaN)."""
+    return pd.array(values, dtype="str")
+
+
+def _kept(values: Sequence[Any] | np.ndarray[Any, Any]) -> pd.Series:
+    """An object column, kept as it is: no pandas inference pass over it."""
+    return pd.Series(_objects(values), dtype=object, copy=False)
+
+
+def _firsts(lists: Iterable[list[Any]]) -> list[Any]:
+    """The first item of each list, or None for an empty one (C-level)."""
+    return list(map(next, map(iter, lists), repeat(None)))
+
+
+def _traces(values: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    """Trace id, span id and flags; each distinct traceparent is parsed once.
+
+    Messages of one flow share their traceparent, so there are far fewer
+    distinct values than rows.
+    """
+    texts = values.tolist()
+    parsed = {value: _trace_parts(value) for value in dict.fromkeys(texts)}
+    parts = list(zip(*map(parsed.__getitem__, texts), strict=True)) or [(), (), ()]
+    return [_objects(part) for part in parts]
+
+
+def _trace_parts(value: str | None) -> tuple[str | None, str | None, str | None]:
+    """:func:`parse_traceparent`, with a fast path for the usual 55 characters."""
+    if (
+        value is not None
+        and len(value) == 55
+        and value[2] == value[35] == value[52] == "-"
+        and value.count("-") == 3
+    ):
+        return value[3:35], value[36:52], value[53:]
+    return parse_traceparent(value)
+
+
+def _nullable(
+    values: Sequence[Any] | np.ndarray[Any, Any], dtype: type[np.integer[Any]]
+) -> Any:
+    """A nullable integer array built without pandas' per-element inference."""
+    objects = _objects(values)
+    missing = pd.isna(objects)
+    objects[missing] = 0
+    return pd.arrays.IntegerArray(objects.astype(dtype), missing)
+
+
+def _as_list(topics: str | list[str]) -> list[str]:
+    return [topics] if isinstance(topics, str) else topics
+
+
+def _recipient_ids(tags: list[_Tag]) -> list[str | None]:
+    return list(map(_GET_ID, tags)) if tags else []
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a load builds its objects.
+
+    A load creates millions of containers that live on in the frame; without the
+    pause, the collector scans them again and again (about 40 % of a load).
+    Nothing a load creates forms a reference cycle.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _objects(values: Iterable[Any]) -> np.ndarray[Any, Any]:
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return values
+    items = values if isinstance(values, list | tuple) else list(values)
+    return np.fromiter(items, dtype=object, count=len(items))
 
 
 @dataclass(frozen=True, slots=True)

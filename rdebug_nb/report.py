@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import nbformat
 import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 from plotly.offline import get_plotlyjs
 
-from rdebug_nb.bus import redact_url
+from rdebug_nb.bus import URL_VARIABLE, redact_url
 from rdebug_nb.errors import RdebugError
 
 logger = logging.getLogger(__name__)
@@ -97,26 +99,58 @@ def run_notebook(
     ReportFailed
         If a cell raises; the message names the notebook and the error.
     """
+    path = notebook_path(source)
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(out) if out else Path(scratch) / path.name
+        _execute(path, target, parameters, timeout)
+        logger.info("executed %s", path.name)
+        return nbformat.read(target, as_version=4)
+
+
+def _execute(
+    path: Path, target: Path, parameters: Mapping[str, Any], timeout: int
+) -> None:
+    """Run papermill; a URL carrying secrets reaches the kernel only by environment.
+
+    Papermill writes parameters into the notebook and its debug log, so a URL with
+    a password is passed as ``RDEBUG_REDIS_URL`` (inherited by the kernel) and the
+    notebook's ``redis_url`` parameter stays empty.
+    """
     import papermill
 
-    path = notebook_path(source)
-    target = Path(out) if out else Path(tempfile.mkdtemp()) / path.name
+    params, env = dict(parameters), {}
+    if _has_secret(params.get("redis_url")):
+        env[URL_VARIABLE] = params.pop("redis_url")
+        params["redis_url"] = ""
+    with _environment(env):
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(target),
+                parameters=params,
+                cwd=str(path.parent),
+                progress_bar=False,
+                execution_timeout=timeout,
+                kernel_name="python3",
+            )
+        except papermill.PapermillExecutionError as err:
+            where = f"{path.name} failed in cell {err.exec_count}"
+            raise ReportFailed(f"{where}: {err.ename}: {err.evalue}") from err
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the kernels started inside, then restore."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        papermill.execute_notebook(
-            str(path),
-            str(target),
-            parameters=dict(parameters),
-            cwd=str(path.parent),
-            progress_bar=False,
-            execution_timeout=timeout,
-            kernel_name="python3",
-        )
-    except papermill.PapermillExecutionError as err:
-        raise ReportFailed(
-            f"{path.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}"
-        ) from err
-    logger.info("executed %s", path.name)
-    return nbformat.read(target, as_version=4)
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def build_report(
@@ -222,9 +256,8 @@ def scrub_secrets(page: str, parameters: Mapping[str, Any]) -> str:
     'x *** y'
     """
     for value in parameters.values():
-        password = _password(value)
-        if password:
-            page = page.replace(password, "***")
+        for secret in _secrets(value):
+            page = page.replace(secret, "***")
     return page
 
 
@@ -264,7 +297,15 @@ def _shown(value: Any) -> str:
     )
 
 
-def _password(value: Any) -> str | None:
+def _secrets(value: Any) -> list[str]:
+    """The password and any password-like query values of a URL."""
     if not isinstance(value, str) or "://" not in value:
-        return None
-    return urlsplit(value).password
+        return []
+    parts = urlsplit(value)
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in parse_qsl(parts.query) if "password" in k.lower() and v]
+    return found
+
+
+def _has_secret(value: Any) -> bool:
+    return bool(_secrets(value))

@@ -148,8 +148,7 @@ def check_facts(name: str, found: dict[str, str], capture: Path) -> None:
         assert len(dead) == 4
         assert found["error-groups"].strip()
     elif name.startswith("05"):
-        assert (
-            "missing=0" in found["reconcile"] or "nothing missing" in found["reconcile"]
-        )
+        assert "<Reconciliation ok" in found["reconcile"]
+        assert "missing 0, extra 0" in found["reconcile"]
     elif name.startswith("06"):
         assert "identical ids: True" in found["offline"]
