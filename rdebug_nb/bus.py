@@ -81,6 +81,7 @@ def connect(
     progress: bool = True,
     env: Mapping[str, str] | None = None,
     cluster: bool | None = None,
+    writable: bool = False,
 ) -> Bus:
     """Open a read-only view of the guilds on a Redis server.
 
@@ -115,6 +116,10 @@ def connect(
         server (``HELLO``, or whether it redirects keys). A cluster is read
         through all its primaries: the URL names any one node. ``False`` reads
         only the keys of the node the URL names.
+    writable : bool, default False
+        Mark the server as a sandbox that tools which write
+        (:func:`rdebug_nb.replay`) may write to. Leave it False on production;
+        an embedded server started here is always writable.
 
     Returns
     -------
@@ -150,7 +155,13 @@ def connect(
     server = None if chosen else EmbeddedServer().start()
     target = chosen or (server.url if server else "")
     client = _client(target, timeout, retries)
-    bus = Bus(client, url=target, server=server, progress=progress)
+    bus = Bus(
+        client,
+        url=target,
+        server=server,
+        progress=progress,
+        writable=writable or server is not None,
+    )
     try:
         bus.ping()
         if cluster or (cluster is None and bus._is_cluster()):
@@ -226,6 +237,15 @@ class Bus:
         An embedded server this Bus owns and stops on :meth:`close`.
     progress : bool, default True
         Show a progress bar on long loads.
+    writable : bool, default False
+        Whether tools that write (replay) may write to this server.
+
+    Attributes
+    ----------
+    cluster : bool
+        Whether the client reads a Redis Cluster.
+    timeout : float or None
+        The client's socket timeout in seconds.
     """
 
     def __init__(
@@ -235,8 +255,10 @@ class Bus:
         url: str = "",
         server: EmbeddedServer | None = None,
         progress: bool = True,
+        writable: bool = False,
     ) -> None:
         self.client = client
+        self.writable = writable
         self.url = _shown_url(url)
         self.server = server
         self.progress = progress
@@ -245,7 +267,8 @@ class Bus:
 
     def __repr__(self) -> str:
         where = "embedded " if self.server else ""
-        return f"<Bus {where}{self.url or 'client'}>"
+        mark = " writable" if self.writable else ""
+        return f"<Bus {where}{self.url or 'client'}{mark}>"
 
     def __enter__(self) -> Bus:
         return self

@@ -6,21 +6,41 @@
 ``rdebug-nb report``
     render the report notebooks against a server (or a snapshot) into one
     self-contained HTML file.
+``rdebug-nb lab``
+    open JupyterLab on the curated notebooks, with the connection preset.
+``rdebug-nb record``
+    capture a guild's live traffic to a JSONL file, nothing lost across
+    reconnects, and print counts.
+``rdebug-nb replay``
+    publish an exported file's messages into a sandbox guild (a dry run unless
+    ``--write``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import rdebug_nb as rd
-from rdebug_nb.report import Report, build_report
+from rdebug_nb.bus import URL_VARIABLE
+from rdebug_nb.export import read_jsonl, read_parquet
+from rdebug_nb.recording import record
+from rdebug_nb.replay import replay
+from rdebug_nb.report import NOTEBOOK_DIR, Report, build_report
 from rdebug_nb.server import EmbeddedServer
 
 DEMO_GUILD = "demo-orders"
-REPORT_NOTEBOOKS = ("01_guild_overview.ipynb",)
+REPORT_NOTEBOOKS = (
+    "01_guild_overview.ipynb",
+    "02_message_flow.ipynb",
+    "03_trace_message.ipynb",
+    "04_errors_and_latency.ipynb",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +87,90 @@ def _parser() -> argparse.ArgumentParser:
         "--notebook", action="append", help="notebook(s) to include, in order"
     )
     report.set_defaults(run=_report)
+    lab = commands.add_parser("lab", help="open JupyterLab on the curated notebooks")
+    lab.add_argument(
+        "--redis-url", default="", help="preset $RDEBUG_REDIS_URL for them"
+    )
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
+    lab.set_defaults(run=_lab)
+    _add_record(commands)
+    _add_replay(commands)
     return parser
+
+
+def _add_record(commands: Any) -> None:
+    record = commands.add_parser("record", help="capture live traffic to a JSONL file")
+    record.add_argument("--redis-url", default="", help="server URL")
+    record.add_argument("--guild", required=True, help="guild id")
+    record.add_argument("--topic", action="append", help="only these topics")
+    record.add_argument("--duration", default="60s", help="e.g. 90, 60s, 5m, 1h")
+    record.add_argument("--out", required=True, help="JSONL file to write")
+    record.set_defaults(run=_record)
+
+
+def _add_replay(commands: Any) -> None:
+    replay = commands.add_parser("replay", help="publish a file's messages elsewhere")
+    replay.add_argument("source", help="exported JSONL or Parquet file")
+    replay.add_argument("--redis-url", default="", help="server to publish into")
+    replay.add_argument("--guild", required=True, help="target (sandbox) guild id")
+    replay.add_argument("--write", action="store_true", help="really write")
+    replay.add_argument(
+        "--writable", action="store_true", help="mark the server as a sandbox"
+    )
+    replay.add_argument("--force", action="store_true", help="override refusals")
+    replay.add_argument("--keep-ids", action="store_true", help="keep original ids")
+    replay.add_argument("--speed", type=float, help="keep spacing, scaled by this")
+    replay.set_defaults(run=_replay)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``60s``, ``5m`` or ``1h``.
+
+    >>> parse_duration("5m"), parse_duration("90")
+    (300.0, 90.0)
+    """
+    units = {"s": 1, "m": 60, "h": 3600}
+    unit = text[-1:] if text[-1:] in units else "s"
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        return float(number) * units[unit]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration") from err
+
+
+def _record(args: argparse.Namespace) -> int:
+    with rd.connect(args.redis_url or None, progress=False) as bus:
+        done = record(
+            bus,
+            args.guild,
+            args.out,
+            duration=parse_duration(args.duration),
+            topics=args.topic,
+        )
+    print(done)
+    return 0 if done.reconciliation.ok else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    msgs = (
+        read_parquet(args.source)
+        if args.source.endswith(".parquet")
+        else read_jsonl(args.source)
+    )
+    with rd.connect(
+        args.redis_url or None, progress=False, writable=args.writable
+    ) as bus:
+        plan = replay(
+            msgs,
+            bus,
+            args.guild,
+            write=args.write,
+            force=args.force,
+            keep_ids=args.keep_ids,
+            speed=args.speed,
+        )
+    print(plan)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -104,6 +207,15 @@ def _report(args: argparse.Namespace) -> int:
     )
     _print_report(report, started)
     return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.redis_url:
+        env[URL_VARIABLE] = args.redis_url
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={NOTEBOOK_DIR}"]
+    extra = [arg for arg in args.lab_args if arg != "--"]
+    return subprocess.call([*command, *extra], env=env)
 
 
 def _print_report(report: Report, started: float) -> None:
