@@ -108,7 +108,7 @@ def test_every_curated_notebook_is_committed_without_outputs() -> None:
     import nbformat
 
     for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
-        notebook = nbformat.read(path, as_version=4)
+        notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]
         assert all(
             not cell.outputs and cell.execution_count is None for cell in code
