@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 
 import pandas as pd
 
 from rdebug_nb.errors import RdebugWarning, SkippedEntriesWarning, TruncatedWarning
+from rdebug_nb.snapshot import SnapshotSkip
 
 _SHOWN = 3
 
@@ -44,5 +46,18 @@ def warn_unsupported(keys: list[str], stacklevel: int) -> None:
         f"{len(keys)} keys are not strings, sorted sets or hashes and were left "
         f"out of the snapshot, e.g. {keys[:_SHOWN]}",
         RdebugWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+def warn_snapshot_skips(
+    skipped: Sequence[SnapshotSkip], path: str, stacklevel: int
+) -> None:
+    """Say how many snapshot lines were not loaded, and why (a few examples)."""
+    examples = "; ".join(f"line {s.line}: {s.reason}" for s in skipped[:_SHOWN])
+    warnings.warn(
+        f"skipped {len(skipped)} lines of {path} that are not keyspace records, "
+        f"e.g. {examples}. The rest loaded; the LoadReport's skips list them all",
+        SkippedEntriesWarning,
         stacklevel=stacklevel + 1,
     )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -23,7 +24,12 @@ from tqdm.auto import tqdm
 
 from rdebug_nb import _keyspace_io, discovery
 from rdebug_nb._keyspace_io import Expiry, LoadReport
-from rdebug_nb._warn import warn_skips, warn_truncated, warn_unsupported
+from rdebug_nb._warn import (
+    warn_skips,
+    warn_snapshot_skips,
+    warn_truncated,
+    warn_unsupported,
+)
 from rdebug_nb.errors import (
     CommandTimeout,
     ConnectionFailed,
@@ -32,6 +38,7 @@ from rdebug_nb.errors import (
     MessageNotFound,
     PermissionDenied,
     RdebugError,
+    SnapshotError,
     WriteRefused,
 )
 from rdebug_nb.guilds import Keyspace, TopicKey, guild_table, topic_table
@@ -69,7 +76,9 @@ _PAGES_PER_ROUND_TRIP: Final = 8
 REFRESH_OVERLAP_MS: Final = 2_000
 """How far before a frame's newest timestamp :meth:`Bus.refresh` reads again."""
 
-TimeBound = datetime | pd.Timestamp | str | int | float | None
+TimeBound = datetime | pd.Timestamp | timedelta | str | int | float | None
+
+_DURATION = re.compile(r"-?\d+(\.\d+)?\s*(ms|s|m|min|h|d)")
 
 
 def connect(
@@ -388,6 +397,7 @@ class Bus:
         pandas.DataFrame
             Columns :data:`rdebug_nb.messages.DELIVERY_COLUMNS`.
         """
+        _check_query(guild_id, limit)
         keys = self._select_topics(guild_id, topics)
         low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
         frame = self._load(guild_id, keys, low, high, limit, topics)
@@ -409,10 +419,12 @@ class Bus:
             The guild (or organisation) namespace.
         topics : sequence of str, optional
             Only these topics (un-namespaced names); default all.
-        since, until : datetime, str, int or None
+        since, until : datetime, str, int, timedelta or None
             Time window on the message timestamp, inclusive; ints are Unix
-            milliseconds, naive datetimes are UTC. Only the window is read
-            (``ZRANGEBYSCORE ... LIMIT`` pages).
+            milliseconds, naive datetimes and ISO strings are UTC, and a
+            duration (``"15m"``, ``"2h"``, a ``timedelta``) means that long
+            before now. Only the window is read (``ZRANGEBYSCORE ... LIMIT``
+            pages).
         limit : int, optional
             Keep the newest ``limit`` messages; a cut result issues a
             :class:`~rdebug_nb.errors.TruncatedWarning` and has
@@ -434,6 +446,7 @@ class Bus:
             If the server fails part-way (after retries); nothing partial is
             returned.
         """
+        _check_query(guild_id, limit)
         keys = self._select_topics(guild_id, topics)
         low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
         frame = self._load(guild_id, keys, low, high, limit, topics, messages=True)
@@ -580,10 +593,13 @@ class Bus:
         -------
         LoadReport
         """
+        _check_not_rdb(path)
         with self._guard("writing the snapshot (SET/ZADD/HSET)"):
             report = _keyspace_io.write_records(
                 self.client, read_snapshot(path), expiry=expiry, replace=replace
             )
+        if report.skips:
+            warn_snapshot_skips(report.skips, str(path), stacklevel=2)
         logger.info("loaded %s into %s: %r", path, self.url, report)
         return report
 
@@ -625,10 +641,24 @@ class Bus:
         _warn_unsupported(unsupported)
         return write_snapshot(records, path)
 
-    def load_demo(self, *, seed: int = 0, guild_id: str = "demo-orders") -> LoadReport:
-        """Write the simulated demo guild into this server (a write)."""
+    def load_demo(
+        self, *, seed: int = 0, guild_id: str = "demo-orders", force: bool = False
+    ) -> LoadReport:
+        """Write the simulated demo guild into this server (a write).
+
+        Raises
+        ------
+        WriteRefused
+            Unless the Bus is writable (an embedded server, or
+            ``connect(url, writable=True)``) or ``force=True``.
+        """
         from rdebug_nb.simulator import simulate_guild
 
+        if not (self.writable or force):
+            raise WriteRefused(
+                f"{self.url} is not marked writable, and the demo guild belongs on a "
+                "sandbox: open it with connect(url, writable=True), or pass force=True"
+            )
         with self._guard("writing the demo guild"):
             now = _keyspace_io.server_time_ms(self.client)
             records = simulate_guild(guild_id, seed=seed, now_ms=now)
@@ -870,14 +900,47 @@ def _finish(frame: pd.DataFrame, limit: int | None, guild_id: str) -> pd.DataFra
     return frame
 
 
-def _score_bound(value: TimeBound, default: str) -> str:
+def _check_query(guild_id: object, limit: object) -> None:
+    if not isinstance(guild_id, str):
+        raise TypeError(f"guild_id must be a str, not {type(guild_id).__name__}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, not {limit!r}")
+
+
+def _score_bound(value: TimeBound | timedelta, default: str) -> str:
+    """A ZRANGEBYSCORE bound (Unix ms) from a time, a Unix ms number, or a duration
+    such as ``"15m"`` / ``timedelta(hours=1)`` meaning that long before now."""
     if value is None:
         return default
     if isinstance(value, int | float) and not isinstance(value, bool):
         return repr(int(value))
-    stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    try:
+        stamp = _timestamp(value)
+    except (ValueError, OverflowError, TypeError) as err:
+        raise ValueError(
+            f"{value!r} is not a time: use a datetime, an ISO time such as "
+            "'2026-12-03 12:30' (UTC), Unix milliseconds, or a duration such as "
+            "'15m' (that long ago)"
+        ) from err
     return repr(int(stamp.value // 1_000_000))
+
+
+def _duration(value: timedelta | str) -> pd.Timedelta:
+    if isinstance(value, timedelta):
+        return pd.Timedelta(value)
+    text = value.strip()
+    if text.endswith("d"):  # pandas wants "D" for days
+        return pd.Timedelta(float(text[:-1]), unit="D")
+    return pd.Timedelta(text)
+
+
+def _timestamp(value: Any) -> pd.Timestamp:
+    if isinstance(value, timedelta) or (
+        isinstance(value, str) and _DURATION.fullmatch(value.strip())
+    ):
+        return pd.Timestamp.now(tz="UTC") - abs(_duration(value))
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
 
 
 def _stored_message(
@@ -920,6 +983,23 @@ def _belongs(key: str, wanted: set[str], space: Keyspace) -> bool:
         return position.guild_id in wanted or position.namespace in wanted
     owner = try_state_owner(key, wanted)
     return owner is not None and owner[0] in wanted
+
+
+def _check_not_rdb(path: str | Path) -> None:
+    """Refuse an RDB file early: it is binary, not a keyspace JSONL snapshot."""
+    try:
+        with Path(path).open("rb") as handle:
+            head = handle.read(5)
+    except OSError as err:
+        raise SnapshotError(
+            f"cannot open snapshot {str(path)!r}: {err.strerror}"
+        ) from err
+    if head == b"REDIS":
+        raise SnapshotError(
+            f"{str(path)!r} is a Redis RDB file, not a keyspace JSONL snapshot: start "
+            "redis-server on it (--dir <folder> --dbfilename <file>) and connect "
+            "to that server"
+        )
 
 
 def _warn_unsupported(keys: list[str]) -> None:

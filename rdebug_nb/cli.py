@@ -1,4 +1,4 @@
-"""The ``rdebug-nb`` command line.
+"""The rdebug-nb command line: reports, JupyterLab, recording and replay.
 
 ``rdebug-nb demo``
     start the embedded server, fill it with the simulated demo guild, render the
@@ -100,10 +100,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_record(commands: Any) -> None:
     record = commands.add_parser("record", help="capture live traffic to a JSONL file")
-    record.add_argument("--redis-url", default="", help="server URL")
+    record.add_argument("--redis-url", required=True, help="server URL")
     record.add_argument("--guild", required=True, help="guild id")
     record.add_argument("--topic", action="append", help="only these topics")
-    record.add_argument("--duration", default="60s", help="e.g. 90, 60s, 5m, 1h")
+    record.add_argument(
+        "--duration",
+        type=parse_duration,
+        default="60s",
+        help="how long, e.g. 90, 60s, 5m, 1h (default 60s; Ctrl-C ends it early)",
+    )
     record.add_argument("--out", required=True, help="JSONL file to write")
     record.set_defaults(run=_record)
 
@@ -133,19 +138,18 @@ def parse_duration(text: str) -> float:
     unit = text[-1:] if text[-1:] in units else "s"
     number = text[:-1] if text[-1:] in units else text
     try:
-        return float(number) * units[unit]
+        seconds = float(number) * units[unit]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration") from err
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return seconds
 
 
 def _record(args: argparse.Namespace) -> int:
-    with rd.connect(args.redis_url or None, progress=False) as bus:
+    with rd.connect(args.redis_url, progress=False) as bus:
         done = record(
-            bus,
-            args.guild,
-            args.out,
-            duration=parse_duration(args.duration),
-            topics=args.topic,
+            bus, args.guild, args.out, duration=args.duration, topics=args.topic
         )
     print(done)
     return 0 if done.reconciliation.ok else 1
@@ -175,7 +179,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    with EmbeddedServer() as server, rd.connect(server.url, progress=False) as bus:
+    with (
+        EmbeddedServer() as server,
+        rd.connect(server.url, progress=False, writable=True) as bus,
+    ):
         bus.load_demo(seed=args.seed, guild_id=DEMO_GUILD)
         summary = rd.summarize(bus.messages(DEMO_GUILD))
         topics = len(bus.topics(DEMO_GUILD))
@@ -187,7 +194,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"topics     {topics}")
     print(f"messages   {summary['messages']} ({summary['deliveries']} stored copies)")
     errors, dead = summary["errors"], summary["dead_letters"]
-    print(f"errors     {errors} error messages, {dead} dead letters")
+    print(f"errors     {errors} error messages ({dead} of them dead letters)")
     _print_report(report, started)
     return 0
 

@@ -104,7 +104,8 @@ def record(
     out : str or Path
         The JSONL file to write; a ``.meta.json`` sidecar is written beside it.
     duration : float
-        Seconds to record.
+        Seconds to record; an interrupt (Ctrl-C) ends it early and keeps what
+        was recorded.
     topics : sequence of str, optional
         Only these topics; default every topic of the guild.
     sleep : callable, default time.sleep
@@ -120,7 +121,7 @@ def record(
         writer = _Writer(handle)
         tail = bus.tail(guild_id, topics, callback=writer)
         try:
-            sleep(duration)
+            _wait(sleep, duration)
             check = tail.reconcile()
         finally:
             tail.stop()
@@ -128,6 +129,14 @@ def record(
     logger.info("recorded %s deliveries of %s", writer.deliveries, guild_id)
     _finish(part, target, guild_id, bus.url)
     return Recording(target, len(writer.seen), writer.deliveries, tail.gaps, check)
+
+
+def _wait(sleep: Callable[[float], None], duration: float) -> None:
+    """Wait; Ctrl-C ends the recording early and keeps what was recorded."""
+    try:
+        sleep(duration)
+    except KeyboardInterrupt:
+        logger.info("recording ended early by an interrupt")
 
 
 def _finish(part: Path, target: Path, guild_id: str, source: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -243,3 +244,20 @@ def test_limit_keeps_the_newest_and_says_so(capture_bus: rd.Bus) -> None:
 
     assert newest.attrs["truncated"] is True
     assert newest["id"].tolist() == everything["id"].tolist()[-10:]
+
+
+def test_a_duration_means_that_long_ago_and_bad_times_are_explained(
+    capture_bus: rd.Bus,
+) -> None:
+    everything = capture_bus.messages("acme:support:echo", since="36500d")
+    nothing = capture_bus.messages("acme:support:echo", until=timedelta(days=36500))
+
+    assert len(everything) == 24
+    assert nothing.empty
+
+    with pytest.raises(ValueError, match="is not a time: use a datetime"):
+        capture_bus.messages("acme:support:echo", since="yesterday-ish")
+    with pytest.raises(ValueError, match="positive int"):
+        capture_bus.messages("acme:support:echo", limit=-1)
+    with pytest.raises(TypeError, match="guild_id must be a str"):
+        capture_bus.messages(None)  # type: ignore[arg-type]

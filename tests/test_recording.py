@@ -95,3 +95,20 @@ def test_the_record_command_prints_counts(
     assert len(ids_in(out)) == 50
     back = rd.read_jsonl(out)
     assert [int(i) for i in back["id"]] == ids_in(out)
+
+
+def test_an_interrupt_ends_the_recording_early_and_keeps_it(
+    fresh_bus: rd.Bus, tmp_path: Path
+) -> None:
+    def interrupted(seconds: float) -> None:
+        publish(fresh_bus.client, GUILD, batch(fresh_bus.client, 20))
+        time.sleep(1.0)
+        raise KeyboardInterrupt
+
+    done = record(
+        fresh_bus, GUILD, tmp_path / "early.jsonl", duration=60, sleep=interrupted
+    )
+
+    assert done.messages == 20
+    assert len(ids_in(tmp_path / "early.jsonl")) == 20
+    assert not (tmp_path / "early.jsonl.part").exists()

@@ -153,7 +153,7 @@ def test_a_write_as_the_reader_fails_and_names_the_permission(
         with pytest.raises(rd.PermissionDenied) as snapshot:
             reader.load_snapshot(capture / "keyspace.jsonl", replace=True)
         with pytest.raises(rd.PermissionDenied) as demo:
-            reader.load_demo(guild_id="never-written")
+            reader.load_demo(guild_id="never-written", force=True)
 
     for caught in (snapshot, demo):
         message = str(caught.value)

@@ -132,7 +132,8 @@ def test_bad_snapshot_lines_are_counted_not_fatal(
         '{"key": "c", "type": "zset", "ttl_ms": -1, "expire_at_ms": null, "value": [["m", "x"]]}\n'
     )
 
-    report = fresh_bus.load_snapshot(path)
+    with pytest.warns(rd.SkippedEntriesWarning, match="skipped 3 lines"):
+        report = fresh_bus.load_snapshot(path)
 
     assert report.loaded == 1
     assert [(s.line, s.key) for s in report.skips] == [(2, None), (3, "b"), (4, "c")]
@@ -197,3 +198,22 @@ def test_debian_redis_server_loads_the_rdb_with_the_same_counts(
     assert guilds["messages"].sum() == 952
     assert guilds["positions"].sum() == 121
     assert alive_at_end <= guilds["message_keys"].sum() <= alive_at_start
+
+
+def test_an_rdb_file_is_refused_with_what_to_do(
+    fresh_bus: rd.Bus, capture: Path
+) -> None:
+    with pytest.raises(rd.SnapshotError, match=r"RDB file.*start redis-server"):
+        fresh_bus.load_snapshot(capture / "dump.rdb")
+
+    assert fresh_bus.client.dbsize() == 0
+
+
+def test_the_demo_guild_is_not_written_to_a_server_not_marked_writable(
+    fresh_bus: rd.Bus,
+) -> None:
+    with pytest.raises(rd.WriteRefused, match="writable=True"):
+        fresh_bus.load_demo()
+
+    assert fresh_bus.client.dbsize() == 0
+    assert fresh_bus.load_demo(force=True).loaded > 100
