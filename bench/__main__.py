@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if readme:
         write_readme(table, readme)
     print(f"[bench] done in {time.perf_counter() - began:.0f} s", flush=True)
-    return 0
+    for error in results.errors:
+        print(f"[bench] failed: {error}", file=sys.stderr)
+    return 1 if results.errors else 0
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def _keys(client: redis.Redis, guild: str) -> list[str]:
 def _load(spec: dict[str, Any], url: str) -> Callable[[], Any]:
     op, guild = spec["op"], spec["guild"]
     if op in ("floor", "naive"):
-        client = redis.Redis.from_url(url)
+        client = redis.Redis.from_url(url, socket_timeout=None)
         keys = _keys(client, guild)
         load = reference.floor_load if op == "floor" else reference.naive_load
         return lambda: load(client, keys)

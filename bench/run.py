@@ -40,6 +40,7 @@ class Plan:
     ids: int
     id_rounds: int
     tail: tuple[float, float, float, float]
+    naive_rounds: int = 2
     huge: int | None = None
     huge_memory_gb: float = 16.0
 
@@ -96,6 +97,7 @@ class Results:
     raw_bytes: dict[int, int] = field(default_factory=dict)
     samples: dict[tuple[str, int], Sample] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def sample(self, op: str, size: int) -> Sample:
         return self.samples.setdefault((op, size), Sample(op, size))
@@ -135,9 +137,19 @@ def _env() -> dict[str, str]:
 
 
 def record(results: Results, spec: dict[str, Any], size: int) -> None:
-    """Probe once and add the round to the sample of ``spec["op"]``."""
-    outcome = probe(spec)
+    """Probe once and add the round to the sample of ``spec["op"]``.
+
+    A failed probe is recorded (``Results.errors``) and the run goes on, so one
+    failure costs one cell, not the whole table.
+    """
     sample = results.sample(spec.get("label", spec["op"]), size)
+    try:
+        outcome = probe(spec)
+    except RuntimeError as err:
+        last = str(err).strip().splitlines()[-1]
+        results.errors.append(f"{spec['op']} @ {size:,}: {last}")
+        sample.missing = sample.missing or f"error: {last}"
+        return
     if "missing" in outcome:
         sample.missing = outcome["missing"]
         return
@@ -171,8 +183,12 @@ def machine(server: BenchServer) -> dict[str, str]:
         "libraries": f"pandas {pandas.__version__}, numpy {numpy.__version__}, "
         f"msgspec {msgspec.__version__}, redis-py {_redis_py()}",
         "redis-server": server.version(),
-        "load average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "load average at start": _load_average(),
     }
+
+
+def _load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _redis_py() -> str:
@@ -223,6 +239,7 @@ class Bench:
         self.decode_ids()
         self.tail()
         self.huge()
+        self.results.machine["load average at end"] = _load_average()
         return self.results
 
     def fill(self, db: int, count: int) -> int:
@@ -252,10 +269,13 @@ class Bench:
         self.fill(DATA_DB, size)
         rounds = self.plan.rounds.get(size, 1)
         loads = [self.spec("bus"), self.spec("floor")]
-        if size <= self.plan.naive_up_to:
-            loads.append(self.spec("naive"))
+        naive = self.spec("naive")
         self.say(f"{size:,}: loads, {rounds} rounds")
-        alternate(rounds, loads, lambda s: record(self.results, s, size))
+        for round_ in range(rounds):
+            # The naive way is slow and memory-hungry: a few rounds suffice.
+            wanted = size <= self.plan.naive_up_to and round_ < self.plan.naive_rounds
+            for spec in [*loads, naive] if wanted else loads:
+                record(self.results, spec, size)
         topic, since, until = self.window()
         windows = [
             self.spec("window", topic=topic, since=since, until=until),
@@ -305,8 +325,14 @@ class Bench:
             return
         url = self.server.url(TAIL_DB)
         self.server.client(TAIL_DB).flushdb()
-        outcome = tail_ramp(url, start, top, ramp, hold)
         sample = self.results.sample("tail", int(top))
+        try:
+            outcome = tail_ramp(url, start, top, ramp, hold)
+        except (RuntimeError, subprocess.TimeoutExpired) as err:
+            last = str(err).strip().splitlines()[-1]
+            self.results.errors.append(f"tail: {last}")
+            sample.missing = f"error: {last}"
+            return
         sample.seconds.append(outcome["publisher"]["seconds"])
         sample.peaks.append(outcome["tail"]["peak_bytes"])
         sample.extra.update(outcome)

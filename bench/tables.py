@@ -47,8 +47,15 @@ def render(results: Results) -> str:
         "### Other measurements\n\n" + _others(results),
         "### Targets\n\n" + _targets(results),
     ]
+    if results.plan.name == "quick":
+        parts.append(
+            "Quick run: its sizes are far below the 100,000 and 300,000 messages the "
+            "targets are about; `make bench` judges them."
+        )
     if results.notes:
         parts.append("Notes: " + "; ".join(results.notes) + ".")
+    if results.errors:
+        parts.append("Failed measurements: " + "; ".join(results.errors) + ".")
     return "\n\n".join(parts) + "\n"
 
 

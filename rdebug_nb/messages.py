@@ -41,19 +41,35 @@ traceparent         object           W3C traceparent text or None
 trace_id            object           its 32-hex trace id, or None
 span_id             object           its 16-hex span id, or None
 trace_flags         object           its 2-hex flags, or None
-payload             dict             the payload, decoded
+payload             json             the payload: a dict, decoded when first read
 payload_size        int64            bytes of the payload JSON
 size                int64            bytes of the whole stored member
-routing_slip        object           dict or None, as stored
-message_history     list[dict]       hops, oldest first, as stored
-forward_header      object           dict or None, as stored
-session_state       object           dict or None, as stored
-origin_guild_stack  list[dict]       cross-guild saga stack, as stored
+routing_slip        json             dict or None, as stored
+message_history     json             hops (list of dicts), oldest first, as stored
+forward_header      json             dict or None, as stored
+session_state       json             dict or None, as stored
+origin_guild_stack  json             cross-guild saga stack (list of dicts), as stored
 enrich_with_history int64            as stored
 ==================  ===============  =================================================
 
+``str`` columns are pandas' string dtype (missing values are NaN); ``object``
+columns hold Python values (missing values are None).
+
+The six nested columns have the ``json`` dtype (:class:`JsonDtype`): a load keeps
+their stored JSON text and decodes a value the first time it is read, once, so
+nested values nobody looks at cost nothing. Reading gives plain Python values,
+exactly what ``json.loads`` gives (with exact integers): ``frame["payload"][0]``,
+``.at``, a row of ``.iloc``, ``.tolist()``, iteration, ``.map`` / ``.apply``,
+``.to_dict()`` and ``.astype(object)`` (which decodes a whole column) all give
+``dict`` / ``list`` / ``None`` values; ``.isna()`` is true for JSON ``null``.
+Comparing, copying, pickling, ``pd.concat`` and ``.explode()`` work as on an
+object column. A value read is cached, so the same dict comes back each time and
+edits to it stay.
+
 Entries that cannot be read are skipped and described by :class:`Skip` records in
 ``frame.attrs["skips"]`` (see :func:`skips`); nothing else in the frame changes.
+Nested values are not type-checked at load time (a payload that is not a JSON
+object loads, and reads as what it is).
 
 Examples
 --------
@@ -69,6 +85,8 @@ Examples
 >>> deliveries = decode_deliveries("g", [("g:t", "t", [member, b"not json"])])
 >>> int(deliveries["id"][0]), len(skips(deliveries))
 (9742500110020915200, 1)
+>>> str(deliveries["payload"].dtype), deliveries["payload"][0]
+('json', {'n': 1})
 """
 
 from __future__ import annotations
@@ -184,6 +202,9 @@ class JsonDtype(ExtensionDtype):
     name = "json"
     type = object
 
+    def __repr__(self) -> str:
+        return "JsonDtype()"
+
     @property
     def na_value(self) -> None:
         """Missing values (JSON ``null``) are None."""
@@ -201,6 +222,8 @@ class JsonArray(ExtensionArray):
     Reading an element (``frame["payload"][0]``, ``.tolist()``, iteration,
     ``.map``, a row of ``frame.iloc``) gives plain Python values (``dict``,
     ``list``, ``None`` ...), decoded once and cached; JSON ``null`` is missing.
+    Assigning stores a Python value as it is (a tuple as a list); ``bytes``
+    are taken as JSON text.
 
     Examples
     --------
@@ -259,12 +282,12 @@ class JsonArray(ExtensionArray):
     def __setitem__(self, key: Any, value: Any) -> None:
         self._nulls_known = False
         if isinstance(key, int | np.integer):
-            self._values[key] = value
+            self._values[key] = _stored(value)
             return
         positions = np.arange(len(self))[check_array_indexer(self, key)]
         values = _assigned(value, len(positions))
         for position, item in zip(positions.tolist(), values, strict=True):
-            self._values[position] = item
+            self._values[position] = _stored(item)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._decoded().tolist())
@@ -322,10 +345,11 @@ class JsonArray(ExtensionArray):
 
     def _decoded(self) -> np.ndarray[Any, Any]:
         values = self._values
-        items = values.tolist()
-        for index, value in enumerate(items):
-            if type(value) in _PENDING:
-                values[index] = _decode_json(value)
+        with _gc_paused():
+            items = values.tolist()
+            for index, value in enumerate(items):
+                if type(value) in _PENDING:
+                    values[index] = _decode_json(value)
         self._nulls_known = True
         return values
 
@@ -365,6 +389,11 @@ def _is_null(text: Any) -> bool:
     return bool(text == _NULL or text == b"null")
 
 
+def _stored(value: Any) -> Any:
+    """A value to store: tuples mean undecoded hops inside, so keep a list."""
+    return list(value) if type(value) is tuple else value
+
+
 def _assigned(value: Any, count: int) -> list[Any]:
     if isinstance(value, JsonArray | np.ndarray | list | tuple) and len(value) == count:
         return list(value)
@@ -384,7 +413,7 @@ class _Envelope(msgspec.Struct, gc=False):
     """A stored message with its nested fields left as JSON text (decoded lazily).
 
     Lower bounds, the priority and the timestamp are checked by msgspec; the
-    upper bound of 64-bit ids is checked per page (msgspec bounds stop at int64).
+    upper bound of 64-bit ids once per load (msgspec's bounds stop at int64).
     """
 
     sender: _Tag
@@ -434,7 +463,7 @@ class _Rows:
 
     def __init__(self, namespace: str = "") -> None:
         self.namespace = namespace
-        self.parts: list[list[tuple[Any, ...]]] = []
+        self.parts: list[list[np.ndarray[Any, Any]]] = []
         self.sizes: list[int] = []
         self.pages: list[tuple[str, str, int]] = []
         self.members: list[Sequence[bytes]] = []
@@ -446,15 +475,18 @@ class _Rows:
         decode = _decode_each if self.checked else _decode_page
         envelopes, sizes = decode(key, members, self.skips)
         if envelopes:
-            self.parts.append(list(zip(*map(astuple, envelopes), strict=True)))
+            fields = zip(*map(astuple, envelopes), strict=True)
+            self.parts.append([_objects(values) for values in fields])
         self.sizes += sizes
         self.pages.append((key, topic, len(envelopes)))
         self.members.append(members)
 
-    def column(self, name: str) -> list[Any]:
+    def column(self, name: str) -> np.ndarray[Any, Any]:
         """One envelope field of every readable member, in arrival order."""
         index = _ENVELOPE_FIELDS.index(name)
-        return list(chain.from_iterable(part[index] for part in self.parts))
+        if not self.parts:
+            return _objects([])
+        return np.concatenate([part[index] for part in self.parts])
 
     def checked_again(self) -> _Rows:
         """The same pages decoded member by member with every check.
@@ -498,7 +530,7 @@ def _decode_each(
     return envelopes, sizes
 
 
-def _ids_fit(values: Mapping[str, Sequence[Any]]) -> bool:
+def _ids_fit(values: Mapping[str, np.ndarray[Any, Any]]) -> bool:
     """Whether every id fits 64 bits (the decoder checked ``>= 0``)."""
     replies = filter(None, values["in_response_to"])
     threads = chain.from_iterable(values["thread"])
@@ -813,7 +845,7 @@ class _Fields:
     """
 
     def __init__(
-        self, rows: _Rows, values: dict[str, list[Any]], *, collapse: bool
+        self, rows: _Rows, values: dict[str, np.ndarray[Any, Any]], *, collapse: bool
     ) -> None:
         count = len(rows.sizes)
         self.rows, self.count, self.values = rows, count, values
@@ -843,7 +875,7 @@ class _Fields:
 
     def mapped(self, function: Any, name: str) -> np.ndarray[Any, Any]:
         """``function`` of each value of a field, in arrival order."""
-        return _objects(list(map(function, self.values[name])))
+        return _objects(list(map(function, self.values[name].tolist())))
 
     def numbers(self, name: str, dtype: Any) -> np.ndarray[Any, Any]:
         """A numeric field, in load order."""
