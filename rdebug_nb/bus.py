@@ -487,6 +487,13 @@ class Bus:
         GuildNotFound, LoadIncomplete
             As for :meth:`messages`.
 
+        Notes
+        -----
+        Refresh the frame the Bus returned, not a filtered copy of it: a filtered
+        copy still carries the query, and the new rows are not filtered. A
+        message stored more than ``overlap_ms`` before the frame's newest
+        timestamp, after the frame was loaded, is not seen.
+
         Examples
         --------
         >>> bus = connect(env={}, demo=True)
@@ -747,6 +754,8 @@ class Bus:
             except RdebugError as err:
                 raise _incomplete(guild_id, plan, done, err) from err
             for page, members in zip(batch, answers, strict=True):
+                if len(members) < page.size:
+                    raise _incomplete(guild_id, plan, done, _shrunk(page, members))
                 done += len(members)
                 bar.update(len(members))
                 yield page.topic.key, page.topic.topic, members
@@ -885,6 +894,15 @@ def _incomplete(
     return LoadIncomplete(
         f"loading guild {guild_id!r} stopped after {done} of {total} entries: {err}. "
         "No partial frame is returned; run the load again"
+    )
+
+
+def _shrunk(page: _Page, members: list[bytes]) -> RdebugError:
+    """RusticAI never removes topic entries: a short page means the data changed."""
+    return RdebugError(
+        f"{page.topic.key!r} returned {len(members)} of the {page.size} entries "
+        "counted when the load started; the key shrank (a restart without "
+        "persistence, FLUSHDB or ZREM)"
     )
 
 

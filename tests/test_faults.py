@@ -194,11 +194,6 @@ def test_a_server_down_for_longer_than_the_retries_fails_with_what_was_read(
     assert isinstance(caught.value.__cause__, rd.ConnectionFailed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Bus._fetch does not check that each page holds the members its plan "
-    "counted, so a server that restarts empty mid-load gives a short frame",
-)
 def test_a_restart_that_lost_the_data_is_not_a_silent_partial_frame(
     restartable: list[RedisServerProcess], clean: tuple[pd.DataFrame, int, int]
 ) -> None:
