@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,8 @@ PRIORITY_NAMES: Final = (
 """RusticAI's priority names, indexed by priority (0 is the most urgent)."""
 
 _U64_MAX: Final = (1 << 64) - 1
+_TS_MASK: Final = np.uint64((1 << 39) - 1)
+_UTC_MICROSECONDS: Final = pd.DatetimeTZDtype("us", "UTC")
 _TS_BITS: Final = 39
 _DEBUG_TS_BITS: Final = 42
 _DEBUG_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{11}")
@@ -200,20 +203,47 @@ def decode_ids(
     1         4           0
     """
     ids = to_uint64(values)
-    frame = pd.DataFrame(
+    stamp = np.right_shift(ids, np.uint64(22))
+    np.bitwise_and(stamp, _TS_MASK, out=stamp)
+    stamp = stamp.view(np.int64)
+    stamp += RUSTICAI_EPOCH_MS
+    low, high, top = _id_bytes(ids)
+    machine = np.right_shift(low, 12)
+    machine |= (high & 0x3F) << 4
+    priority = np.right_shift(top, 5)
+    return pd.DataFrame(
         {
-            "id": pd.array(ids, dtype="UInt64"),
-            "priority": (ids >> np.uint64(61)).astype(np.uint8),
-        }
+            "id": pd.arrays.IntegerArray(ids, np.zeros(len(ids), dtype=bool)),
+            "priority": priority,
+            "priority_name": priority_names(priority),
+            "timestamp_ms": stamp,
+            "timestamp": pd.array(
+                (stamp * 1000).view("M8[us]"), dtype=_UTC_MICROSECONDS
+            ),
+            "machine_id": machine,
+            "sequence": low & np.uint16(0xFFF),
+        },
+        copy=False,
     )
-    ts_mask = np.uint64((1 << _TS_BITS) - 1)
-    stamp = ((ids >> np.uint64(22)) & ts_mask).astype(np.int64) + RUSTICAI_EPOCH_MS
-    frame["priority_name"] = priority_names(frame["priority"].to_numpy())
-    frame["timestamp_ms"] = stamp
-    frame["timestamp"] = pd.to_datetime(stamp, unit="ms", utc=True)
-    frame["machine_id"] = ((ids >> np.uint64(12)) & np.uint64(0x3FF)).astype(np.uint16)
-    frame["sequence"] = (ids & np.uint64(0xFFF)).astype(np.uint16)
-    return frame
+
+
+def _id_bytes(ids: np.ndarray[Any, np.dtype[np.uint64]]) -> tuple[Any, Any, Any]:
+    """Bits 0-15 and 16-31 (uint16) and 56-63 (uint8) of each id, as views.
+
+    Reading narrow views of the ids is several times cheaper than shifting and
+    masking whole 64-bit copies.
+    """
+    if sys.byteorder == "little":
+        return (
+            ids.view(np.uint16)[0::4],
+            ids.view(np.uint16)[1::4],
+            ids.view(np.uint8)[7::8],
+        )
+    return (
+        (ids & np.uint64(0xFFFF)).astype(np.uint16),
+        ((ids >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.uint16),
+        (ids >> np.uint64(56)).astype(np.uint8),
+    )
 
 
 def to_uint64(
