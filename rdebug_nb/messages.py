@@ -107,6 +107,7 @@ from msgspec.structs import astuple
 from pandas.api.extensions import ExtensionArray, ExtensionDtype, take
 from pandas.api.indexers import check_array_indexer
 
+from rdebug_nb.errors import MalformedMessage
 from rdebug_nb.ids import PRIORITY_NAMES, priority_names
 from rdebug_nb.keys import DEAD_LETTER_TOPIC
 
@@ -502,12 +503,18 @@ class _Rows:
         return rows
 
 
+_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What decoding a member can raise; values nested too deeply give RecursionError."""
+
+
 def _decode_page(
     key: str, members: Sequence[bytes], skips: list[Skip]
 ) -> tuple[list[_Envelope], list[int]]:
     try:
         envelopes = list(map(_DECODER.decode, members))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _UNREADABLE:
+        return _decode_each(key, members, skips)
+    if not all(map(bytes.isascii, members)):
         return _decode_each(key, members, skips)
     return envelopes, list(map(len, members))
 
@@ -522,7 +529,8 @@ def _decode_each(
         try:
             message = _DECODER.decode(member)
             _check(message)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
+            _check_text(member)
+        except (*_UNREADABLE, ValueError) as err:
             skips.append(Skip(key, _reason(err), _excerpt(member)))
             continue
         envelopes.append(message)
@@ -746,7 +754,21 @@ def _check(message: _Envelope) -> None:
             raise ValueError(f"referenced id {value} is not an unsigned 64-bit id")
 
 
+def _check_text(member: bytes) -> None:
+    """Raise UnicodeDecodeError unless the member is UTF-8 text.
+
+    The decoder checks the text it decodes, not the nested values it keeps as
+    raw JSON, which would otherwise fail only when first read.
+    """
+    if not member.isascii():
+        member.decode("utf-8")
+
+
 def _reason(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return f"nested too deeply to decode: {err}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text: {err}"
     if isinstance(err, msgspec.ValidationError):
         return f"not a RusticAI message: {err}"
     if isinstance(err, msgspec.DecodeError):
@@ -1103,9 +1125,12 @@ class StoredMessage:
 
     @property
     def data(self) -> dict[str, Any]:
-        """The message as a dict; ids stay exact Python ints."""
-        decoded: dict[str, Any] = msgspec.json.decode(self.raw)
-        return decoded
+        """The message as a dict; ids stay exact Python ints.
+
+        Raises :class:`~rdebug_nb.errors.MalformedMessage` when the stored JSON
+        is not a readable message.
+        """
+        return read_member(self.raw, f"message {self.id} of {self.guild_id!r}")
 
     def to_frame(self) -> pd.DataFrame:
         """The message as a one-row message frame."""
@@ -1113,6 +1138,45 @@ class StoredMessage:
             (f"{self.guild_id}:{topic}", topic, [raw]) for topic, raw in self.copies
         ]
         return to_messages(decode_deliveries(self.guild_id, entries))
+
+
+def read_member(member: bytes, where: str) -> dict[str, Any]:
+    """Decode one stored member into a dict, with exact integer ids.
+
+    Parameters
+    ----------
+    member : bytes
+        The stored JSON.
+    where : str
+        What the member is, for the error message.
+
+    Raises
+    ------
+    MalformedMessage
+        If it is not UTF-8 JSON text of an object, or nests too deeply.
+
+    Examples
+    --------
+    >>> read_member(b'{"id": 18446744073709551615}', "probe")["id"]
+    18446744073709551615
+    >>> read_member(b"[1]", "probe")
+    Traceback (most recent call last):
+    ...
+    rdebug_nb.errors.MalformedMessage: probe is not a RusticAI message: ...
+    """
+    try:
+        decoded = _decode_any(member)
+    except _UNREADABLE as err:
+        raise MalformedMessage(
+            f"{where} cannot be read: {_reason(err)}; its stored bytes begin "
+            f"{_excerpt(member)!r}"
+        ) from err
+    if not isinstance(decoded, dict):
+        raise MalformedMessage(
+            f"{where} is not a RusticAI message: its JSON is a "
+            f"{type(decoded).__name__}, not an object"
+        )
+    return decoded
 
 
 def summarize(msgs: pd.DataFrame) -> pd.Series:

@@ -70,6 +70,7 @@ from rdebug_nb.keys import glob_escape, split_topic_key, topic_key
 from rdebug_nb.messages import (
     decode_deliveries,
     empty_deliveries,
+    read_member,
     to_messages,
 )
 
@@ -135,7 +136,8 @@ class TailMessage:
     def data(self) -> dict[str, Any]:
         """The message decoded (ids stay exact Python ints)."""
         if "data" not in self._cache:
-            self._cache["data"] = msgspec.json.decode(self.raw)
+            where = f"message {self.id} on {self.topic!r} of {self.guild_id!r}"
+            self._cache["data"] = read_member(self.raw, where)
         data: dict[str, Any] = self._cache["data"]
         return data
 
@@ -1019,8 +1021,10 @@ def _passes(where: MessageFilter, message: TailMessage) -> bool:
 
 def _try_head(data: bytes) -> _Head | None:
     try:
+        if not data.isascii():
+            data.decode("utf-8")  # the head decoder skips nested text unchecked
         return _HEAD.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
         return None
 
 

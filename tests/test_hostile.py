@@ -109,30 +109,15 @@ SKIPPED = {
     "invalid UTF-8 in the sender": Case(
         lambda b: replaced(b, "sender", '{"id":"\udcff\udcfe","name":"x"}'), "not JSON"
     ),
-    "invalid UTF-8 in the payload": pytest.param(
-        Case(lambda b: replaced(b, "payload", '{"t":"\udcff"}'), "UTF-8"),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="messages.py decodes the payload lazily: invalid UTF-8 loads "
-            "and raises msgspec.DecodeError on first access of the payload",
-        ),
+    "invalid UTF-8 in the payload": Case(
+        lambda b: replaced(b, "payload", '{"t":"\udcff"}'), "UTF-8"
     ),
-    "payload nested 10,000 levels": pytest.param(
-        Case(lambda b: replaced(b, "payload", f'{{"x":{nested(10_000)}}}'), "nest"),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="messages._decode_page does not catch RecursionError",
-        ),
+    "payload nested 10,000 levels": Case(
+        lambda b: replaced(b, "payload", f'{{"x":{nested(10_000)}}}'), "nest"
     ),
-    "history nested 10,000 levels": pytest.param(
-        Case(
-            lambda b: replaced(b, "message_history", f'[{{"a":{nested(10_000)}}}]'),
-            "nest",
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="messages._decode_page does not catch RecursionError",
-        ),
+    "history nested 10,000 levels": Case(
+        lambda b: replaced(b, "message_history", f'[{{"a":{nested(10_000)}}}]'),
+        "nest",
     ),
 }
 
@@ -192,6 +177,23 @@ def the_new_row(after: pd.DataFrame, before: pd.DataFrame) -> pd.Series:
         after[after["id"].isin(before["id"])].reset_index(drop=True), before
     )
     return new.iloc[0]
+
+
+@pytest.mark.parametrize(
+    "payload", ['{"t":"\udcff"}', nested(10_000)], ids=["not UTF-8", "too deep"]
+)
+def test_looking_up_an_unreadable_message_says_so(
+    guild: tuple[rd.Bus, pd.DataFrame], capture: Path, payload: str
+) -> None:
+    bus, _ = guild
+    body = hostile_body(capture)
+    bus.client.zadd(f"{GUILD}:{TOPIC}", {replaced(body, "payload", payload): STAMP})
+
+    found = bus.message(GUILD, body["id"])
+
+    with pytest.raises(rd.MalformedMessage, match=f"message {body['id']} of "):
+        _ = found.data
+    assert found.raw.startswith(b"{")
 
 
 def test_a_5_mb_payload_loads(
@@ -640,7 +642,11 @@ def test_the_tail_counts_hostile_messages_and_goes_on(
     client = fresh_bus.client
     now = server_ms(client)
     good = [restamped(template(capture), TOPIC, now, sequence=n) for n in range(2)]
-    hostile = [b"not json", replaced(good[0], "payload", nested(10_000))]
+    hostile = [
+        b"not json",
+        replaced(good[0], "payload", nested(10_000)),
+        replaced(good[0], "payload", '{"t":"\udcff"}'),
+    ]
 
     with Tail(fresh_bus, "live") as tail:
         wait_until(lambda: tail.state == "live")
