@@ -514,7 +514,7 @@ def _decode_page(
         envelopes = list(map(_DECODER.decode, members))
     except _UNREADABLE:
         return _decode_each(key, members, skips)
-    if not all(map(bytes.isascii, members)):
+    if not all(map(bytes.isascii, members)) and not _are_text(members):
         return _decode_each(key, members, skips)
     return envelopes, list(map(len, members))
 
@@ -752,6 +752,15 @@ def _check(message: _Envelope) -> None:
     for value in (message.in_response_to, *message.thread):
         if value is not None and value > _U64_MAX:
             raise ValueError(f"referenced id {value} is not an unsigned 64-bit id")
+
+
+def _are_text(members: Sequence[bytes]) -> bool:
+    try:
+        for member in members:
+            _check_text(member)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _check_text(member: bytes) -> None:
