@@ -89,7 +89,8 @@ CHUNK_ROWS: Final = 10_000
 """Rows converted at a time; also the Parquet row-group size."""
 
 RAW_COLUMN: Final = "raw"
-"""Optional column with the stored member bytes; exports prefer it when present."""
+"""The column with the stored member bytes (every loaded frame has it); exports
+write it byte for byte when present."""
 
 TEXT_COLUMNS: Final = (
     "guild_id",
@@ -297,12 +298,13 @@ def to_jsonl(
 
     Notes
     -----
-    A frame with a ``raw`` column (the stored member bytes) is written byte for
-    byte. Without it, each line is re-serialised from the columns, in RusticAI's
-    field order and number format. The columns do not keep two details, so such
-    lines differ from the stored member when the message's ``topics`` was a
-    single string (written as a one-element list) or its ``recipient_list``
-    carried names (written as ``null``); both forms are valid RusticAI messages.
+    A frame with a ``raw`` column (the stored member bytes, as every frame from
+    a load has) is written byte for byte. Without it, each line is re-serialised
+    from the columns, in RusticAI's field order and number format. The columns
+    do not keep two details, so such lines differ from the stored member when
+    the message's ``topics`` was a single string (written as a one-element list)
+    or its ``recipient_list`` carried names (written as ``null``); both forms are
+    valid RusticAI messages.
     Columns added to the frame by hand are not stored (use Parquet for those).
     """
     frames, first = _frames(msgs)

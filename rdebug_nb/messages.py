@@ -50,6 +50,8 @@ forward_header      json             dict or None, as stored
 session_state       json             dict or None, as stored
 origin_guild_stack  json             cross-guild saga stack (list of dicts), as stored
 enrich_with_history int64            as stored
+raw                 bytes            the stored JSON, byte for byte (messages: the
+                                     first stored copy)
 ==================  ===============  =================================================
 
 ``str`` columns are pandas' string dtype (missing values are NaN); ``object``
@@ -65,6 +67,10 @@ exactly what ``json.loads`` gives (with exact integers): ``frame["payload"][0]``
 Comparing, copying, pickling, ``pd.concat`` and ``.explode()`` work as on an
 object column. A value read is cached, so the same dict comes back each time and
 edits to it stay.
+
+The ``raw`` column holds the stored member each row was decoded from, so an
+export can write it back byte for byte. It costs a pointer per row: the nested
+columns' pending JSON texts are views into the same bytes.
 
 Entries that cannot be read are skipped and described by :class:`Skip` records in
 ``frame.attrs["skips"]`` (see :func:`skips`); nothing else in the frame changes.
@@ -148,6 +154,7 @@ MESSAGE_COLUMNS: Final = (
     "session_state",
     "origin_guild_stack",
     "enrich_with_history",
+    "raw",
 )
 """Columns of a message frame, in order."""
 
@@ -465,7 +472,7 @@ class _Rows:
     def __init__(self, namespace: str = "") -> None:
         self.namespace = namespace
         self.parts: list[list[np.ndarray[Any, Any]]] = []
-        self.sizes: list[int] = []
+        self.raws: list[bytes] = []
         self.pages: list[tuple[str, str, int]] = []
         self.members: list[Sequence[bytes]] = []
         self.skips: list[Skip] = []
@@ -474,11 +481,11 @@ class _Rows:
     def add(self, key: str, topic: str, members: Sequence[bytes]) -> None:
         """Decode one page of members of one topic key."""
         decode = _decode_each if self.checked else _decode_page
-        envelopes, sizes = decode(key, members, self.skips)
+        envelopes, kept = decode(key, members, self.skips)
         if envelopes:
             fields = zip(*map(astuple, envelopes), strict=True)
             self.parts.append([_objects(values) for values in fields])
-        self.sizes += sizes
+        self.raws += kept
         self.pages.append((key, topic, len(envelopes)))
         self.members.append(members)
 
@@ -509,22 +516,23 @@ _UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionErr
 
 def _decode_page(
     key: str, members: Sequence[bytes], skips: list[Skip]
-) -> tuple[list[_Envelope], list[int]]:
+) -> tuple[list[_Envelope], Sequence[bytes]]:
+    """Decode a page of members; return the envelopes and the members kept."""
     try:
         envelopes = list(map(_DECODER.decode, members))
     except _UNREADABLE:
         return _decode_each(key, members, skips)
     if not all(map(bytes.isascii, members)) and not _are_text(members):
         return _decode_each(key, members, skips)
-    return envelopes, list(map(len, members))
+    return envelopes, members
 
 
 def _decode_each(
     key: str, members: Sequence[bytes], skips: list[Skip]
-) -> tuple[list[_Envelope], list[int]]:
+) -> tuple[list[_Envelope], Sequence[bytes]]:
     """The slow path of a page with bad members: one at a time, skipping them."""
     envelopes: list[_Envelope] = []
-    sizes: list[int] = []
+    kept: list[bytes] = []
     for member in members:
         try:
             message = _DECODER.decode(member)
@@ -534,8 +542,8 @@ def _decode_each(
             skips.append(Skip(key, _reason(err), _excerpt(member)))
             continue
         envelopes.append(message)
-        sizes.append(len(member))
-    return envelopes, sizes
+        kept.append(member)
+    return envelopes, kept
 
 
 def _ids_fit(values: Mapping[str, np.ndarray[Any, Any]]) -> bool:
@@ -878,7 +886,7 @@ class _Fields:
     def __init__(
         self, rows: _Rows, values: dict[str, np.ndarray[Any, Any]], *, collapse: bool
     ) -> None:
-        count = len(rows.sizes)
+        count = len(rows.raws)
         self.rows, self.count, self.values = rows, count, values
         self.page = np.repeat(np.arange(len(rows.pages)), [n for *_, n in rows.pages])
         stamps = np.fromiter(self.values["timestamp"], float, count).astype(np.int64)
@@ -959,13 +967,14 @@ def _columns(fields: _Fields) -> dict[str, Any]:
             )
         ),
         "payload_size": load(fields.mapped(len, "payload").astype(np.int64)),
-        "size": load(np.asarray(fields.rows.sizes, dtype=np.int64)),
+        "size": load(np.fromiter(map(len, fields.rows.raws), np.int64, count)),
         "message_history": JsonArray(load(hops)),
         **{
             name: load(JsonArray.from_json(fields.arrived(name)))
             for name in _JSON_FIELDS
         },
         "enrich_with_history": fields.numbers("enrich_with_history", np.int64),
+        "raw": _kept(load(_objects(fields.rows.raws))),
     }
 
 
