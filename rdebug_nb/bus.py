@@ -571,6 +571,11 @@ class Bus:
             counts what RusticAI would replay on resubscribe (ids greater than
             the position; ids sort by priority first), ``pending_by_time`` what
             was stored later than the position's message.
+
+        Raises
+        ------
+        GuildNotFound
+            If the guild has neither positions nor topic keys.
         """
         from rdebug_nb.positions import load_backlog
 
@@ -634,9 +639,15 @@ class Bus:
         -------
         int
             Keys written. Keys of other types are skipped with a warning.
+
+        Raises
+        ------
+        GuildNotFound
+            If one of ``guilds`` owns no key; nothing is written then.
         """
         with self._guard("reading keys for the snapshot"):
             keys = sorted(self._snapshot_keys(guilds))
+            self._check_guilds_found(guilds, keys)
             now = (
                 now_ms
                 if now_ms is not None
@@ -778,6 +789,20 @@ class Bus:
         for key in discovery.scan_keys(self.client):
             if _belongs(key, wanted, space):
                 yield key
+
+    def _check_guilds_found(
+        self, guilds: Sequence[str] | None, keys: list[str]
+    ) -> None:
+        """Raise GuildNotFound for a named guild that owns none of ``keys``."""
+        if guilds is None:
+            return
+        space = self.keyspace()
+        missing = [g for g in guilds if not any(_belongs(k, {g}, space) for k in keys)]
+        if missing:
+            raise GuildNotFound(
+                f"no key of guild {missing} on {self.url}, so no snapshot was "
+                "written; bus.guilds() lists the namespaces that exist"
+            )
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:

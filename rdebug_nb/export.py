@@ -464,8 +464,7 @@ def read_parquet(
     --------
     See :func:`to_parquet`.
     """
-    _, pq = _arrow()
-    table = pq.read_table(str(path), columns=list(columns) if columns else None)
+    table = _read_table(path, columns)
     layout = _Layout.read(table.schema.metadata or {})
     special = [name for name in table.column_names if name in layout.special]
     plain = _with_priority_names(table.drop_columns(special).to_pandas())
@@ -474,6 +473,19 @@ def read_parquet(
         for name in table.column_names
     }
     return pd.DataFrame(data)
+
+
+def _read_table(path: str | Path, columns: Sequence[str] | None) -> Any:
+    pa, pq = _arrow()
+    wanted = list(columns) if columns else None
+    try:
+        return pq.read_table(str(path), columns=wanted)
+    except OSError as err:
+        raise SnapshotError(f"cannot read {str(path)!r}: {err}") from err
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise SnapshotError(
+            f"{str(path)!r} is not a Parquet file written by rd.to_parquet: {err}"
+        ) from err
 
 
 def to_csv(

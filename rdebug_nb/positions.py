@@ -68,6 +68,8 @@ def load_backlog(bus: Bus, guild_id: str) -> pd.DataFrame:
     with bus._guard("SCAN MATCH eo:pos:* and GET of the positions"):
         positions = read_positions(bus.client, guild_id)
     table = position_table(positions)
+    if table.empty:
+        bus.topics(guild_id)  # raises GuildNotFound for a guild that does not exist
     frames = [
         _stored(bus, str(namespace), sorted(set(group["topic"])))
         for namespace, group in table.groupby("namespace")

@@ -120,3 +120,32 @@ def test_a_skip_shows_the_key_and_an_excerpt(fresh_bus: rd.Bus, capture: Path) -
 
     assert rd.skips(frame)["excerpt"].tolist() == ["<script>alert(1)</script>"]
     assert len(frame) == 24
+
+
+# -- names and files that do not exist ------------------------------------------
+
+
+def test_backlog_of_an_unknown_guild_says_so(capture_bus: rd.Bus) -> None:
+    with pytest.raises(rd.GuildNotFound, match="'nope'"):
+        capture_bus.backlog("nope")
+
+
+def test_saving_an_unknown_guild_writes_no_file(
+    capture_bus: rd.Bus, tmp_path: Path
+) -> None:
+    path = tmp_path / "snap.jsonl"
+
+    with pytest.raises(rd.GuildNotFound, match=r"\['nope'\]"):
+        capture_bus.save_snapshot(path, guilds=["orders-pipeline-01", "nope"])
+
+    assert not path.exists()
+
+
+def test_reading_a_file_that_is_not_parquet_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "hunt.parquet"
+    path.write_text('{"not": "parquet"}\n')
+
+    with pytest.raises(rd.SnapshotError, match="is not a Parquet file"):
+        rd.read_parquet(path)
+    with pytest.raises(rd.SnapshotError, match="cannot read"):
+        rd.read_parquet(tmp_path / "missing.parquet")
