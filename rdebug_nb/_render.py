@@ -157,12 +157,18 @@ def inspector_html(
     matching: int,
     limit: int = 50,
 ) -> str:
-    """The static inspector: the first ``limit`` table rows and the selection."""
+    """The static inspector: ``limit`` table rows around the selection, and it.
+
+    Without a selection (or when it is not in ``table``) the first rows are
+    listed.
+    """
     selected = None if view is None else str(view.id)
-    shown = table.head(limit)
+    start = _window_start(table, selected, limit)
+    shown = table.iloc[start : start + limit]
+    where = "the first" if start == 0 else f"rows {start + 1:,} to"
     note = (
         f"{matching:,} of {total:,} messages match the filter; "
-        f"the first {len(shown):,} are listed"
+        f"{where} {start + len(shown):,} are listed"
     )
     body = message_html(view) if view is not None else "<p>No message selected.</p>"
     return (
@@ -170,6 +176,14 @@ def inspector_html(
         f'<div class="rdebug-status">{escape(note)}</div>'
         f"{table_html(shown, selected=selected, total=matching)}{body}</div>"
     )
+
+
+def _window_start(table: pd.DataFrame, selected: str | None, limit: int) -> int:
+    """The first row of a ``limit``-row window that holds the selected row."""
+    found = (table["id"] == selected).to_numpy().nonzero()[0] if selected else []
+    if not len(found) or found[0] < limit:
+        return 0
+    return int(min(found[0] - limit // 2, len(table) - limit))
 
 
 def tail_rows_html(messages: Sequence[TailMessage], *, total: int) -> str:

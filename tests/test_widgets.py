@@ -8,6 +8,7 @@ derived from the frames themselves.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -319,6 +320,22 @@ def test_the_display_bundle_has_text_html_and_the_widget_view(
     assert bundle["text/plain"].startswith("<Inspector 577 messages")
     assert set(ins._repr_mimebundle_(include=["text/html"])) == {"text/html"}
     assert WIDGET_VIEW not in ins._repr_mimebundle_(exclude=[WIDGET_VIEW])
+
+
+@pytest.mark.parametrize("row", [10, 300, 576], ids=["early", "middle", "last"])
+def test_the_static_view_lists_the_rows_around_the_selection(
+    orders: pd.DataFrame, row: int
+) -> None:
+    every = [str(mid) for mid in ids(orders)]
+
+    html = inspect(orders, selected=every[row])._repr_html_()
+
+    listed = re.findall(r'<tr[^>]*data-message-id="(\d+)"', html)
+    first = every.index(listed[0])
+    assert listed == every[first : first + 50]
+    assert every[row] in listed
+    words = "the first 50" if first == 0 else f"rows {first + 1} to {first + 50}"
+    assert f"577 of 577 messages match the filter; {words} are listed" in html
 
 
 def test_message_view_is_a_pure_builder(orders: pd.DataFrame) -> None:
