@@ -180,7 +180,9 @@ def inspector_html(
 
 def _window_start(table: pd.DataFrame, selected: str | None, limit: int) -> int:
     """The first row of a ``limit``-row window that holds the selected row."""
-    found = (table["id"] == selected).to_numpy().nonzero()[0] if selected else []
+    if selected is None:
+        return 0
+    found = (table["id"] == selected).to_numpy().nonzero()[0]
     if not len(found) or found[0] < limit:
         return 0
     return int(min(found[0] - limit // 2, len(table) - limit))
