@@ -243,8 +243,8 @@ def _node_trace(
         x=[pos[n][0] for n in nodes],
         y=[pos[n][1] for n in nodes],
         mode="markers+text" if text else "markers",
-        text=[_node_name(graph, n) for n in nodes],
-        textposition="top center",
+        text=[_short_label(_node_name(graph, n)) for n in nodes],
+        textposition=_label_sides(pos, nodes),
         hovertext=[_node_text(graph, n) for n in nodes],
         hoverinfo="text",
         customdata=nodes,
@@ -261,6 +261,28 @@ def _node_trace(
     )
 
 
+def _short_label(name: str) -> str:
+    """A long ``prefix:rest`` topic name on two lines, so labels stay narrow."""
+    head, colon, rest = name.partition(":")
+    return f"{head}:<br>{rest}" if colon and len(name) > 16 else name
+
+
+def _label_sides(
+    pos: dict[Hashable, tuple[float, float]], nodes: list[Hashable]
+) -> list[str]:
+    """Above or below each node, alternating down each column of the layout.
+
+    Neighbours in a column are one row apart, so alternating keeps their labels
+    from running into each other.
+    """
+    columns: dict[float, list[float]] = {}
+    for x, y in pos.values():
+        columns.setdefault(x, []).append(y)
+    ranks = {x: {y: i for i, y in enumerate(sorted(ys))} for x, ys in columns.items()}
+    sides = ("top center", "bottom center")
+    return [sides[ranks[pos[n][0]][pos[n][1]] % 2] for n in nodes]
+
+
 def _node_text(graph: nx.DiGraph, node: Hashable) -> str:
     d = graph.nodes[node]
     head = f"<b>{escape(d.get('label', node))}</b> ({escape(d.get('kind'))})"
@@ -274,7 +296,7 @@ def _node_text(graph: nx.DiGraph, node: Hashable) -> str:
 
 def _flow_height(pos: dict[Hashable, tuple[float, float]]) -> int:
     spread = max((abs(y) for _, y in pos.values()), default=0.0)
-    return int(min(2400, max(450, 120 + 60 * spread)))
+    return int(min(2400, max(450, 160 + 220 * spread)))
 
 
 # -- sankey ------------------------------------------------------------------------
@@ -827,9 +849,19 @@ def plot_error_rate(
             line={"color": "#444444"},
         )
     )
+    top = float(rate.max()) if rate.notna().any() else 0.0
     fig.update_layout(
-        yaxis={"title": {"text": "errors"}},
-        yaxis2={"title": {"text": "% of messages"}, "overlaying": "y", "side": "right"},
+        yaxis={"title": {"text": "errors"}, "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": "% of messages"},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, min(100.0, max(top * 1.1, 1.0))],
+            "ticksuffix": "%",
+            "tickmode": "auto",
+            "nticks": 6,
+            "showgrid": False,
+        },
     )
     return fig
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,24 @@ def test_error_rate_counts_each_failure(all_msgs: pd.DataFrame, capture: Path) -
     rate = next(t for t in fig.data if t.name == "error rate")
     assert sum(errors.y) == stored_counts(capture)[1]
     assert max(v for v in rate.y if v == v) <= 100
+    low, high = fig.layout.yaxis2.range
+    assert low == 0
+    assert max(v for v in rate.y if v == v) <= high <= 100
+    assert fig.layout.yaxis2.ticksuffix == "%"
+
+
+def test_flow_labels_alternate_down_each_column(all_msgs: pd.DataFrame) -> None:
+    fig = plot_flow(all_msgs)
+
+    placed: dict[float, list[tuple[float, str]]] = {}
+    for t in fig.data:
+        if t.name in ("agents", "topics"):
+            for x, y, side in zip(t.x, t.y, t.textposition, strict=True):
+                placed.setdefault(x, []).append((y, side))
+    for column in placed.values():
+        sides = [side for _, side in sorted(column)]
+        assert all(a != b for a, b in pairwise(sides))
+    assert any(len(column) > 2 for column in placed.values())
 
 
 def test_latency_boxes_per_agent(all_msgs: pd.DataFrame) -> None:
