@@ -237,7 +237,9 @@ def _unstored_results(msgs: pd.DataFrame, hops: pd.DataFrame) -> pd.DataFrame:
     ).explode("topic")
     frame = frame.dropna(subset=["topic"])
     inbox = _inbox_namespaces(msgs)
-    frame["namespace"] = frame["topic"].map(inbox).fillna(frame["agent_guild"])
+    # object first: with no inbox found the mapped column is all-NaN floats
+    namespaces = frame["topic"].map(inbox).astype(object)
+    frame["namespace"] = namespaces.fillna(frame["agent_guild"])
     return frame
 
 

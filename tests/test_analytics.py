@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,15 @@ def test_backlog_table_accepts_positions_and_message_frames() -> None:
     assert pd.isna(row["position_id"])
     assert row["entries"] == 1
     assert row["pending_by_id"] == row["pending_by_time"] == 1
+
+
+def test_every_guild_is_analysed_without_a_warning(capture_bus: rd.Bus) -> None:
+    for guild in capture_bus.guilds()["namespace"]:
+        msgs = capture_bus.messages(guild)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rd.flow_graph(msgs)
+            rd.lineage_graph(msgs)
+            rd.latency(msgs)
+            rd.errors(msgs)
+            rd.throughput(msgs)
