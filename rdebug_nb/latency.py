@@ -34,11 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import pandas as pd
 
 from rdebug_nb.ids import RUSTICAI_EPOCH_MS, to_uint64
 from rdebug_nb.keys import ORG_INBOX_PREFIX
+from rdebug_nb.messages import JsonArray
 
 HOP_COLUMNS: Final = (
     "guild_id",
@@ -313,17 +315,38 @@ def timestamps_ms(ids: Any, msgs: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.i
     return np.where(np.isnan(known), decoded, known).astype(np.int64)
 
 
+class _Hop(msgspec.Struct, gc=False):
+    """The fields of a history entry that hops use; any JSON value is accepted."""
+
+    agent: Any = None
+    origin: Any = None
+    result: Any = None
+    processor: Any = None
+    from_topic: Any = None
+    to_topics: Any = None
+    reason: Any = None
+
+
+_HOP_DECODER: Final = msgspec.json.Decoder(_Hop)
+
+
 def _history_entries(msgs: pd.DataFrame, homes: np.ndarray[Any, Any]) -> pd.DataFrame:
+    """Every distinct hop of the histories, newest copy first, with its home.
+
+    Each later message repeats the hops before it, so most entries are seen
+    many times: undecoded entries are read with a small typed decoder, and the
+    history column is left undecoded.
+    """
     seen: set[int] = set()
     found = []
-    for history, home in zip(msgs["message_history"].tolist(), homes, strict=True):
-        for entry in reversed(history) if isinstance(history, list) else ():
-            result = entry.get("result") if isinstance(entry, dict) else None
-            if type(result) is not int or result in seen:
+    for history, home in zip(_histories(msgs["message_history"]), homes, strict=True):
+        for entry in reversed(history) if isinstance(history, list | tuple) else ():
+            hop = _read_hop(entry)
+            if hop is None or type(hop.result) is not int or hop.result in seen:
                 continue
-            fields = _hop_fields(entry)
+            fields = _hop_fields(hop)
             if fields is not None:
-                seen.add(result)
+                seen.add(hop.result)
                 found.append((*fields, home))
     frame = pd.DataFrame(found, columns=_ENTRY_COLUMNS)
     for column in ("origin", "result"):
@@ -331,24 +354,38 @@ def _history_entries(msgs: pd.DataFrame, homes: np.ndarray[Any, Any]) -> pd.Data
     return frame
 
 
-def _hop_fields(entry: Any) -> tuple[Any, ...] | None:
-    if not isinstance(entry, dict):
+def _histories(column: pd.Series) -> list[Any]:
+    array = column.array
+    return array.items() if isinstance(array, JsonArray) else column.tolist()
+
+
+def _read_hop(entry: Any) -> _Hop | None:
+    """A history entry as a :class:`_Hop`: from its JSON text, or from a dict."""
+    if isinstance(entry, dict):
+        names = _Hop.__struct_fields__
+        return _Hop(**{name: entry[name] for name in names if name in entry})
+    if isinstance(entry, msgspec.Raw | bytes):
+        try:
+            return _HOP_DECODER.decode(entry)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return None
+    return None
+
+
+def _hop_fields(hop: _Hop) -> tuple[Any, ...] | None:
+    if not _is_id(hop.origin) or not _is_id(hop.result):
         return None
-    origin, result = entry.get("origin"), entry.get("result")
-    if not _is_id(origin) or not _is_id(result):
-        return None
-    found = entry.get("agent")
-    agent: dict[str, Any] = found if isinstance(found, dict) else {}
-    to_topics = entry.get("to_topics")
+    agent: dict[str, Any] = hop.agent if isinstance(hop.agent, dict) else {}
+    to_topics = hop.to_topics
     return (
         str(agent.get("id")),
         agent.get("name"),
-        entry.get("processor"),
-        origin,
-        result,
-        entry.get("from_topic"),
+        hop.processor,
+        hop.origin,
+        hop.result,
+        hop.from_topic,
         list(to_topics) if isinstance(to_topics, list) else [],
-        entry.get("reason"),
+        hop.reason,
     )
 
 

@@ -371,6 +371,24 @@ class JsonArray(ExtensionArray):
                 values[index] = None
         self._nulls_known = True
 
+    def items(self) -> list[Any]:
+        """Each value, with lists not yet read kept as a tuple of item texts.
+
+        For code that reads the items of a list column (the history) one by one
+        with its own decoder: a tuple holds the stored JSON text of each item,
+        undecoded, and stays undecoded in the array; any other value is read as
+        usual (decoded once and cached).
+
+        Examples
+        --------
+        >>> JsonArray.from_json([b'{"a": 1}']).items()
+        [{'a': 1}]
+        """
+        return [
+            value if type(value) is tuple else self._value(index)
+            for index, value in enumerate(self._values.tolist())
+        ]
+
     def gather(self, positions: np.ndarray[Any, Any]) -> JsonArray:
         """The values at ``positions`` (integers, no missing): a numpy gather."""
         return self._like(self._values[positions])

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ from rdebug_nb.failures import ERROR_COLUMNS, errors
 from rdebug_nb.guilds import Position
 from rdebug_nb.keys import parse_position_key
 from rdebug_nb.latency import HOP_COLUMNS, hop_table, latency, latency_summary
+from rdebug_nb.messages import JsonArray
 from rdebug_nb.positions import load_backlog, read_positions
 from rdebug_nb.traffic import THROUGHPUT_COLUMNS, throughput
 
@@ -299,3 +301,28 @@ def test_every_guild_is_analysed_without_a_warning(capture_bus: rd.Bus) -> None:
             rd.latency(msgs)
             rd.errors(msgs)
             rd.throughput(msgs)
+
+
+def test_hops_read_from_stored_history_texts_equal_hops_from_dicts(
+    capture_bus: rd.Bus,
+) -> None:
+    msgs = pd.concat(
+        [capture_bus.messages(g) for g in capture_bus.guilds()["namespace"]],
+        ignore_index=True,
+    )
+    odd = msgs.iloc[:1].copy()
+    entries = [b"7", b"null", b'{"origin":1,"result":true}', b'{"result":1}']
+    pending = np.empty(1, dtype=object)
+    pending[0] = tuple(map(msgspec.Raw, entries))  # as a load leaves a history
+    odd["message_history"] = JsonArray(pending)
+    texts = pd.concat([msgs, odd], ignore_index=True)
+    assert str(texts["message_history"].dtype) == "json"
+    histories = texts["message_history"].astype(object).tolist()
+    histories[-1] = [msgspec.json.decode(entry) for entry in entries]
+    dicts = texts.assign(message_history=pd.Series(histories, dtype=object))
+
+    from_texts = hop_table(texts)
+
+    assert from_texts["result"].is_unique
+    assert len(from_texts) > 100
+    pd.testing.assert_frame_equal(from_texts, hop_table(dicts))
