@@ -465,13 +465,26 @@ def _message_nodes(msgs: pd.DataFrame) -> Iterator[tuple[int, dict[str, Any]]]:
     order = order.sort_values("_org", kind="stable")
     spaces = _namespaces(order)
     first = order.drop_duplicates("id")
-    columns = {name: first[source].tolist() for name, source in _NODE_FIELDS.items()}
-    for values in zip(*columns.values(), strict=True):
-        data = {k: v for k, v in zip(columns, values, strict=True) if _is_set(v)}
+    columns = {name: first[source] for name, source in _NODE_FIELDS.items()}
+    # Only columns with missing values need a test per value.
+    full = [name for name, column in columns.items() if not column.isna().any()]
+    sparse = [name for name in columns if name not in full]
+    rows = _rows([columns[name] for name in full], len(first))
+    gaps = _rows([columns[name] for name in sparse], len(first))
+    for values, maybe in zip(rows, gaps, strict=True):
+        data = dict(zip(full, values, strict=True))
+        data.update((k, v) for k, v in zip(sparse, maybe, strict=True) if _is_set(v))
         data["namespaces"] = spaces.get(data["id"]) or [data["guild_id"]]
         data["stored"] = True
         data["label"] = _message_label(data)
         yield data["id"], data
+
+
+def _rows(columns: list[pd.Series], count: int) -> Iterator[tuple[Any, ...]]:
+    """The values of ``columns`` row by row (``count`` empty rows if none)."""
+    if not columns:
+        return itertools.repeat((), count)
+    return zip(*(column.tolist() for column in columns), strict=True)
 
 
 def _namespaces(order: pd.DataFrame) -> dict[int, list[str]]:
