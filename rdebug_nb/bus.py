@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, cast, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pandas as pd
@@ -399,7 +399,7 @@ class Bus:
         """
         _check_query(guild_id, limit)
         keys = self._select_topics(guild_id, topics)
-        low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
+        low, high = _window(since, until)
         frame = self._load(guild_id, keys, low, high, limit, topics)
         return _finish(frame, limit, guild_id)
 
@@ -448,7 +448,7 @@ class Bus:
         """
         _check_query(guild_id, limit)
         keys = self._select_topics(guild_id, topics)
-        low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
+        low, high = _window(since, until)
         frame = self._load(guild_id, keys, low, high, limit, topics, messages=True)
         return _finish(frame, limit, guild_id)
 
@@ -606,6 +606,10 @@ class Bus:
         LoadReport
         """
         _check_not_rdb(path)
+        if expiry not in get_args(Expiry):
+            raise ValueError(
+                f"expiry must be one of {', '.join(get_args(Expiry))}, not {expiry!r}"
+            )
         with self._guard("writing the snapshot (SET/ZADD/HSET)"):
             report = _keyspace_io.write_records(
                 self.client, read_snapshot(path), expiry=expiry, replace=replace
@@ -645,6 +649,8 @@ class Bus:
         GuildNotFound
             If one of ``guilds`` owns no key; nothing is written then.
         """
+        if isinstance(guilds, str):
+            guilds = [guilds]
         with self._guard("reading keys for the snapshot"):
             keys = sorted(self._snapshot_keys(guilds))
             self._check_guilds_found(guilds, keys)
@@ -743,6 +749,8 @@ class Bus:
             frame = decode(guild_id, self._fetch(guild_id, plan, bar))
         frame.attrs["cut"] = limit is not None and any(n > limit for n in counts)
         frame.attrs["query"] = _query(guild_id, topics, low, high, limit)
+        if self.url:
+            frame.attrs["source"] = self.url  # password hidden; exports record it
         return frame
 
     def _counts(self, keys: list[TopicKey], low: str, high: str) -> list[int]:
@@ -950,12 +958,33 @@ def _check_query(guild_id: object, limit: object) -> None:
         raise ValueError(f"limit must be a positive int or None, not {limit!r}")
 
 
+Bounds = tuple[str, str]
+_SECONDS_LIKE: Final = 10**11
+"""Unix times below this (in 1973 as milliseconds) are taken for seconds."""
+
+
+def _window(since: TimeBound | timedelta, until: TimeBound | timedelta) -> Bounds:
+    """The score bounds of a time window; an empty window is an error."""
+    low, high = _score_bound(since, "-inf"), _score_bound(until, "+inf")
+    if float(low) > float(high):
+        raise ValueError(
+            f"since ({since!r}) is later than until ({until!r}): the window is empty; "
+            "swap them"
+        )
+    return low, high
+
+
 def _score_bound(value: TimeBound | timedelta, default: str) -> str:
     """A ZRANGEBYSCORE bound (Unix ms) from a time, a Unix ms number, or a duration
     such as ``"15m"`` / ``timedelta(hours=1)`` meaning that long before now."""
     if value is None:
         return default
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if 0 < abs(value) < _SECONDS_LIKE:
+            raise ValueError(
+                f"{value!r} looks like Unix seconds, but numeric times are Unix "
+                f"milliseconds: pass {int(value * 1000)!r} or a datetime"
+            )
         return repr(int(value))
     try:
         stamp = _timestamp(value)
@@ -1095,6 +1124,12 @@ _FAILURES: Final[tuple[tuple[Any, type[RdebugError], str], ...]] = (
         ConnectionFailed,
         "cannot reach {url} during {what}: {err}; check that the server runs "
         "and the host, port, TLS and password in the URL are right",
+    ),
+    (
+        redis.exceptions.InvalidResponse,
+        ConnectionFailed,
+        "{url} answered {what} with something that is not the Redis protocol "
+        "({err}); check the host and port in the URL point at a Redis server",
     ),
     (
         (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException),

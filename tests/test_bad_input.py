@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import cast
 
@@ -149,3 +151,63 @@ def test_reading_a_file_that_is_not_parquet_says_so(tmp_path: Path) -> None:
         rd.read_parquet(path)
     with pytest.raises(rd.SnapshotError, match="cannot read"):
         rd.read_parquet(tmp_path / "missing.parquet")
+
+
+# -- times, options and servers that are not what they look like -----------------
+
+
+def test_unix_seconds_are_refused_with_the_milliseconds_to_pass(
+    capture_bus: rd.Bus,
+) -> None:
+    with pytest.raises(ValueError, match="1796301012000 or a datetime"):
+        capture_bus.messages("orders-pipeline-01", since=1796301012)
+    with pytest.raises(ValueError, match="looks like Unix seconds"):
+        capture_bus.deliveries("orders-pipeline-01", until=1796301012.6)
+
+
+def test_a_window_that_ends_before_it_starts_is_refused(capture_bus: rd.Bus) -> None:
+    with pytest.raises(ValueError, match="is later than until"):
+        capture_bus.messages(
+            "orders-pipeline-01", since="2026-12-03 13:00", until="2026-12-03 12:00"
+        )
+
+
+def test_an_unknown_expiry_writes_nothing(fresh_bus: rd.Bus, capture: Path) -> None:
+    with pytest.raises(ValueError, match="keep, restart, persist, not 'bogus'"):
+        fresh_bus.load_snapshot(capture / "keyspace.jsonl", expiry="bogus")  # type: ignore[arg-type]
+
+    assert fresh_bus.client.dbsize() == 0
+
+
+def test_one_guild_may_be_named_without_a_list(
+    capture_bus: rd.Bus, tmp_path: Path
+) -> None:
+    one, listed = tmp_path / "one.jsonl", tmp_path / "listed.jsonl"
+
+    count = capture_bus.save_snapshot(one, guilds="orders-pipeline-01", now_ms=1)
+    capture_bus.save_snapshot(listed, guilds=["orders-pipeline-01"], now_ms=1)
+
+    assert count > 29
+    assert one.read_bytes() == listed.read_bytes()
+
+
+def test_a_server_that_is_not_redis_is_a_connection_failure() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def answer_like_a_web_server() -> None:
+        conn, _ = listener.accept()
+        conn.recv(1024)
+        conn.sendall(b"<html>not redis</html>\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=answer_like_a_web_server, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(rd.ConnectionFailed, match="not the Redis protocol"):
+            rd.connect(f"redis://127.0.0.1:{port}/0", retries=0)
+    finally:
+        listener.close()
+        thread.join(5)

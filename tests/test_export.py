@@ -372,3 +372,14 @@ def test_empty_frames_round_trip(tmp_path: Path) -> None:
         assert list(back.columns) == list(frame.columns)
         assert back.empty
         assert export.read_metadata(tmp_path / "e.parquet").first_time is None
+
+
+def test_the_metadata_names_the_server_a_frame_was_loaded_from(
+    capture_bus: rd.Bus, tmp_path: Path
+) -> None:
+    frame = capture_bus.messages("acme:support:echo")
+
+    export.to_jsonl(frame[frame["is_error"] | ~frame["is_error"]], tmp_path / "e.jsonl")
+
+    assert export.read_metadata(tmp_path / "e.jsonl").source == capture_bus.url
+    assert capture_bus.url.startswith("redis://")
