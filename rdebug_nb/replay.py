@@ -146,7 +146,8 @@ def replay(
         ``forward_header.origin_message_id``. References to other messages stay.
     speed : float, optional
         Keep the original spacing in time, divided by ``speed`` (2.0 is twice as
-        fast). Default: as fast as possible.
+        fast). Default: as fast as possible, with fresh timestamps one
+        millisecond apart so that every topic key keeps the original order.
     ttl_s : int, default 3600
         Expiry of the ``msg:`` keys (RusticAI's default).
     now : datetime, optional
@@ -294,7 +295,9 @@ def _allocate(
         if keep_ids:
             ids[original] = (original, int(message["timestamp"]))
             continue
-        offset = (message["timestamp"] - first) / speed if speed else 0.0
+        # Without speed, one millisecond each: equal scores would order a topic
+        # key by member bytes, not by the original order.
+        offset = (message["timestamp"] - first) / speed if speed else len(ids)
         last = _next_slot(last, start_ms + int(offset))
         ids[original] = (_fresh_id(message, *last), last[0])
     return ids
