@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import rdebug_nb as rd
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except rd.RdebugError as err:
         print(f"rdebug-nb: {err}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as err:  # bad option values, unwritable paths
+        print(f"rdebug-nb: {err}", file=sys.stderr)
+        return 2
     return status
 
 
@@ -147,6 +151,7 @@ def parse_duration(text: str) -> float:
 
 
 def _record(args: argparse.Namespace) -> int:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with rd.connect(args.redis_url, progress=False) as bus:
         done = record(
             bus, args.guild, args.out, duration=args.duration, topics=args.topic
@@ -156,6 +161,11 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.write and not args.redis_url:
+        raise rd.WriteRefused(
+            "--write needs --redis-url: without it the messages would go to a "
+            "throwaway embedded server and be lost when the command ends"
+        )
     msgs = (
         read_parquet(args.source)
         if args.source.endswith(".parquet")
@@ -164,15 +174,21 @@ def _replay(args: argparse.Namespace) -> int:
     with rd.connect(
         args.redis_url or None, progress=False, writable=args.writable
     ) as bus:
-        plan = replay(
-            msgs,
-            bus,
-            args.guild,
-            write=args.write,
-            force=args.force,
-            keep_ids=args.keep_ids,
-            speed=args.speed,
-        )
+        try:
+            plan = replay(
+                msgs,
+                bus,
+                args.guild,
+                write=args.write,
+                force=args.force,
+                keep_ids=args.keep_ids,
+                speed=args.speed,
+            )
+        except rd.WriteRefused as err:
+            raise rd.WriteRefused(
+                f"{err} (on the command line: --writable marks the server as a "
+                "sandbox, --force overrides)"
+            ) from err
     print(plan)
     return 0
 

@@ -69,7 +69,7 @@ def test_the_record_command_prints_counts(
 ) -> None:
     members = batch(fresh_bus.client, 50)
     url = server_url.replace("/0", "/1")
-    out = tmp_path / "r.jsonl"
+    out = tmp_path / "not-yet-made" / "r.jsonl"  # the command makes the folder
     sender = threading.Timer(1.0, publish, args=(fresh_bus.client, GUILD, members))
 
     sender.start()

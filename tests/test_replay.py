@@ -305,3 +305,50 @@ def test_many_messages_in_one_millisecond(capture_bus: rd.Bus, sandbox: rd.Bus) 
     assert max(p.sequence for p in parts) == 4095
     assert {p.timestamp for p in parts} == {NOW_MS, NOW_MS + 1}
     assert isinstance(plan, ReplayPlan)
+
+
+@pytest.fixture
+def exported(selection: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "selection.jsonl"
+    rd.to_jsonl(selection, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("options", "status", "said"),
+    [
+        (["--write"], 1, "--write needs --redis-url"),
+        (["--speed", "0"], 2, "speed=0.0: give a factor above 0"),
+        (["--guild", ""], 2, "target_guild"),
+    ],
+    ids=["write without a server", "speed 0", "empty guild"],
+)
+def test_the_replay_command_explains_bad_options(
+    exported: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    status: int,
+    said: str,
+) -> None:
+    from rdebug_nb.cli import main
+
+    assert main(["replay", str(exported), "--guild", TARGET, *options]) == status
+
+    err = capsys.readouterr().err
+    assert err.startswith("rdebug-nb: ")
+    assert said in err
+    assert "Traceback" not in err
+
+
+def test_the_replay_command_names_its_own_flags_when_refusing(
+    exported: Path, sandbox: rd.Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rdebug_nb.cli import main
+
+    url = sandbox.url
+    command = ["replay", str(exported), "--guild", TARGET, "--redis-url", url]
+    status = main([*command, "--write"])
+
+    assert status == 1
+    assert "--writable marks the server as a sandbox" in capsys.readouterr().err
+    assert sandbox.client.dbsize() == 0
