@@ -359,6 +359,11 @@ def read_jsonl(
     (True, True)
     """
     meta = _try_metadata(path)
+    if meta is not None and meta.format != "jsonl":
+        raise SnapshotError(
+            f"{str(path)!r} is a {meta.format} export, not JSONL: "
+            + _READ_BACK.get(meta.format, "export to JSONL or Parquet to read it back")
+        )
     lines = _read_lines(path)
     guilds = _line_guilds(meta, guild_id, len(lines), path)
     kind: Kind = meta.kind if meta else "messages"
@@ -911,6 +916,13 @@ def _read_bytes(path: Path) -> bytes:
 def _read_lines(path: str | Path) -> list[bytes]:
     raw = _read_bytes(Path(path))
     return [line.rstrip(b"\r") for line in raw.split(b"\n") if line.strip()]
+
+
+_READ_BACK: Final = {
+    "parquet": "read it with rd.read_parquet",
+    "csv": "CSV keeps only the flat columns and cannot be read back into "
+    "messages; export to JSONL or Parquet for that",
+}
 
 
 def _line_guilds(

@@ -92,6 +92,7 @@ def open_snapshot(
 
 
 def _records(path: Path, guild_id: str | None) -> list[KeyRecord]:
+    _check_readable(path)
     if _is_parquet(path):
         frame = export.read_parquet(path)
         return export.to_snapshot_records(frame, guild_id=guild_id)
@@ -110,6 +111,11 @@ def _keyspace_records(path: Path) -> list[KeyRecord]:
             if isinstance(item, SnapshotSkip)
             else records.append(item)
         )
+    if skipped and not records:
+        raise SnapshotError(
+            f"no line of {str(path)!r} is a snapshot record (line {skipped[0].line}: "
+            f"{skipped[0].reason}); is it a keyspace JSONL snapshot?"
+        )
     if skipped:
         examples = "; ".join(f"line {s.line}: {s.reason}" for s in skipped[:_SHOWN])
         warnings.warn(
@@ -119,6 +125,25 @@ def _keyspace_records(path: Path) -> list[KeyRecord]:
             stacklevel=4,
         )
     return records
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse files that are none of the three kinds, before reading them."""
+    if _head(path, 5) == b"REDIS":
+        raise SnapshotError(
+            f"{str(path)!r} is a Redis RDB file: start redis-server on it "
+            "(--dir <folder> --dbfilename <file>) and connect to that server"
+        )
+    first = _first_line(path)
+    if _is_parquet(path) or not first or export.sidecar_path(path).exists():
+        return  # an export's sidecar says what it is (read_jsonl checks it)
+    try:
+        json.loads(first)
+    except ValueError as err:
+        raise SnapshotError(
+            f"{str(path)!r} is not a keyspace JSONL snapshot, a JSONL export or a "
+            f"Parquet export: its first line is not JSON ({err})"
+        ) from err
 
 
 def _is_parquet(path: Path) -> bool:
@@ -133,7 +158,7 @@ def _is_keyspace(path: Path) -> bool:
     try:
         body: Any = json.loads(first)
     except ValueError:
-        return True
+        return False
     return isinstance(body, dict) and "key" in body and "type" in body
 
 

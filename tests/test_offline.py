@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,3 +277,28 @@ def test_memory_client_defaults(records: list[KeyRecord]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RdebugWarning)
         assert repr(client) == f"<MemoryClient {len(records)} keys>"
+
+
+def test_files_that_are_not_snapshots_or_exports_are_refused(
+    capture_bus: rd.Bus, tmp_path: Path
+) -> None:
+    rdb = tmp_path / "dump.rdb"
+    rdb.write_bytes(b"REDIS0011\xfa\tredis-ver")
+    text = tmp_path / "notes.md"
+    text.write_text("# not a snapshot\n")
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"key": "g:t", "type": "zset", "value": "oops"}\n[1, 2]\n')
+    csv = tmp_path / "hunt.csv"
+    rd.to_csv(capture_bus.messages("acme:support:echo"), csv)
+
+    cases = {
+        rdb: "is a Redis RDB file",
+        text: "its first line is not JSON",
+        records: "no line of",
+        csv: "is a csv export, not JSONL: CSV keeps only the flat columns",
+    }
+    for path, said in cases.items():
+        with pytest.raises(rd.SnapshotError, match=re.escape(said)):
+            rd.open_snapshot(path)
+    with pytest.raises(rd.SnapshotError, match="is a csv export"):
+        rd.read_jsonl(csv)
