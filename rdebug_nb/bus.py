@@ -582,12 +582,18 @@ class Bus:
         return load_backlog(self, guild_id)
 
     def load_snapshot(
-        self, path: str | Path, *, expiry: Expiry = "keep", replace: bool = False
+        self,
+        path: str | Path,
+        *,
+        expiry: Expiry = "keep",
+        replace: bool = False,
+        force: bool = False,
     ) -> LoadReport:
         """Write a keyspace JSONL snapshot into this server.
 
-        This writes to the server. Keys that already exist are left alone unless
-        ``replace=True``.
+        This writes to the server, so the Bus must be writable (an embedded
+        server, or ``connect(url, writable=True)``) unless ``force=True``. Keys
+        that already exist are left alone unless ``replace=True``.
 
         Parameters
         ----------
@@ -600,11 +606,19 @@ class Bus:
             ``"persist"``: nothing expires.
         replace : bool, default False
             Overwrite keys that exist.
+        force : bool, default False
+            Write even though the Bus is not marked writable.
 
         Returns
         -------
         LoadReport
+
+        Raises
+        ------
+        WriteRefused
+            If the Bus is not writable and ``force`` is False.
         """
+        self._check_writable("a snapshot", force)
         _check_not_rdb(path)
         if expiry not in get_args(Expiry):
             raise ValueError(
@@ -678,15 +692,18 @@ class Bus:
         """
         from rdebug_nb.simulator import simulate_guild
 
-        if not (self.writable or force):
-            raise WriteRefused(
-                f"{self.url} is not marked writable, and the demo guild belongs on a "
-                "sandbox: open it with connect(url, writable=True), or pass force=True"
-            )
+        self._check_writable("the demo guild", force)
         with self._guard("writing the demo guild"):
             now = _keyspace_io.server_time_ms(self.client)
             records = simulate_guild(guild_id, seed=seed, now_ms=now)
             return _keyspace_io.write_records(self.client, records, replace=True)
+
+    def _check_writable(self, what: str, force: bool) -> None:
+        if not (self.writable or force):
+            raise WriteRefused(
+                f"{self.url} is not marked writable, and {what} belongs on a "
+                "sandbox: open it with connect(url, writable=True), or pass force=True"
+            )
 
     def _topic_keys(self, guild_id: str) -> list[TopicKey]:
         pattern = glob_escape(guild_id) + ":*"

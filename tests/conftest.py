@@ -64,7 +64,7 @@ def capture_bus(server_url: str, capture: Path) -> Iterator[rd.Bus]:
     """
     bus = rd.connect(server_url.replace("/0", "/15"), progress=False)
     bus.client.flushdb()
-    report = bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+    report = bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart", force=True)
     assert report.loaded == 1148
     yield bus
     bus.close()

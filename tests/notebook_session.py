@@ -119,7 +119,7 @@ class NotebookServer:
         shutil.rmtree(self._export_dir, ignore_errors=True)
 
     def _load(self) -> None:
-        report = self.bus.load_snapshot(self.keyspace, expiry="restart")
+        report = self.bus.load_snapshot(self.keyspace, expiry="restart", force=True)
         expected = self.capture.keys
         if report.loaded != expected:
             raise RuntimeError(

@@ -174,7 +174,7 @@ def test_a_window_that_ends_before_it_starts_is_refused(capture_bus: rd.Bus) -> 
 
 def test_an_unknown_expiry_writes_nothing(fresh_bus: rd.Bus, capture: Path) -> None:
     with pytest.raises(ValueError, match="keep, restart, persist, not 'bogus'"):
-        fresh_bus.load_snapshot(capture / "keyspace.jsonl", expiry="bogus")  # type: ignore[arg-type]
+        fresh_bus.load_snapshot(capture / "keyspace.jsonl", expiry="bogus", force=True)  # type: ignore[arg-type]
 
     assert fresh_bus.client.dbsize() == 0
 
@@ -211,3 +211,15 @@ def test_a_server_that_is_not_redis_is_a_connection_failure() -> None:
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_a_snapshot_is_not_written_to_a_server_not_marked_writable(
+    server_url: str, capture: Path
+) -> None:
+    with rd.connect(server_url.replace("/0", "/2"), progress=False) as bus:
+        bus.client.flushdb()
+
+        with pytest.raises(rd.WriteRefused, match="connect\\(url, writable=True\\)"):
+            bus.load_snapshot(capture / "keyspace.jsonl")
+
+        assert bus.client.dbsize() == 0

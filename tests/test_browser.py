@@ -78,7 +78,7 @@ def seeded(capture: Path) -> Iterator[Bus]:
     server = EmbeddedServer().start()
     client = redis.Redis.from_url(server.url)
     bus = Bus(client, url=server.url, progress=False)
-    bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+    bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart", force=True)
     yield bus
     client.close()
     server.stop()

@@ -193,7 +193,7 @@ def test_nested_fields_are_kept_intact(capture_bus: rd.Bus) -> None:
 def test_message_lookup_after_the_message_key_is_gone(
     fresh_bus: rd.Bus, capture: Path
 ) -> None:
-    fresh_bus.load_snapshot(capture / "keyspace.jsonl", expiry="persist")
+    fresh_bus.load_snapshot(capture / "keyspace.jsonl", expiry="persist", force=True)
     guild, mid = "orders-pipeline-01", 2824971229302112256
     fresh_bus.client.delete(f"msg:{guild}:{mid}")
 

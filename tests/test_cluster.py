@@ -39,7 +39,7 @@ def cluster(
 def cluster_bus(cluster: RedisClusterProcesses, capture: Path) -> Iterator[rd.Bus]:
     """The whole capture written into the cluster by load_snapshot."""
     bus = rd.connect(cluster.url, progress=False)
-    report = bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+    report = bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart", force=True)
     assert report.loaded == CAPTURE_KEYS
     yield bus
     bus.close()

@@ -353,7 +353,7 @@ def test_snapshot_records_rebuild_the_topic_keys(
     frame = load(capture_bus, "orders-pipeline-01", "messages")
     path = tmp_path / "orders-keys.jsonl"
     write_snapshot(export.to_snapshot_records(frame), path)
-    report = fresh_bus.load_snapshot(path)
+    report = fresh_bus.load_snapshot(path, force=True)
     assert report.loaded == len(capture_bus.topics("orders-pipeline-01"))
     pd.testing.assert_frame_equal(
         fresh_bus.deliveries("orders-pipeline-01"),

@@ -190,7 +190,7 @@ def test_scan_matches_like_the_server(
 
 def test_writes_are_refused(offline: rd.Bus, capture: Path) -> None:
     with pytest.raises(WriteRefused, match="read-only"):
-        offline.load_snapshot(capture / "keyspace.jsonl", replace=True)
+        offline.load_snapshot(capture / "keyspace.jsonl", replace=True, force=True)
     with pytest.raises(WriteRefused, match="SET refused"):
         offline.client.set("x", b"1")
     with pytest.raises(WriteRefused, match="ZADD refused"):

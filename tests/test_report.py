@@ -39,7 +39,7 @@ def report(
     url = valkey_url.replace("/0", "/12")
     with rd.connect(url, progress=False) as bus:
         bus.client.flushdb()
-        bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+        bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart", force=True)
     out = tmp_path_factory.mktemp("report") / "report.html"
     params = {"redis_url": url, "guild_id": "orders-pipeline-01"}
     build_report(REPORTED, out, params, title="orders-pipeline-01")

@@ -74,7 +74,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory, capture: Path) -> Iterator[
     server = RedisServerProcess(tmp_path_factory.mktemp("locked"))
     redis.Redis(port=server.port).config_set("requirepass", ADMIN_PASSWORD)
     with rd.connect(url_of(server, password=ADMIN_PASSWORD), progress=False) as bus:
-        bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+        bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart", force=True)
         command(bus.client, "ACL", "SETUSER", "reader", *documented_rules())
     yield url_of(server)
     server.stop()
@@ -151,7 +151,7 @@ def test_a_write_as_the_reader_fails_and_names_the_permission(
 
     with rd.connect(reader_url(locked), progress=False) as reader:
         with pytest.raises(rd.PermissionDenied) as snapshot:
-            reader.load_snapshot(capture / "keyspace.jsonl", replace=True)
+            reader.load_snapshot(capture / "keyspace.jsonl", replace=True, force=True)
         with pytest.raises(rd.PermissionDenied) as demo:
             reader.load_demo(guild_id="never-written", force=True)
 
@@ -180,7 +180,7 @@ def tls_server(
         pytest.skip("Debian's redis-server is not installed")
     server = TlsRedisServer(tmp_path_factory.mktemp("tls"), certs)
     with rd.connect(server.url, progress=False) as bus:
-        bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+        bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart", force=True)
     yield server
     server.stop()
 
@@ -332,7 +332,9 @@ def use(bus: rd.Bus, found: Traces, admin: redis.Redis, capture: Path) -> None:
     found.add("reprs", f"{bus!r} {bus} {bus.url} {bus.client!r}")
     found.failure(lambda: bus.messages("no-such-guild"))
     found.failure(lambda: bus.message(GUILD, 2824971229302112256))
-    found.failure(lambda: bus.load_snapshot(capture / "keyspace.jsonl", replace=True))
+    found.failure(
+        lambda: bus.load_snapshot(capture / "keyspace.jsonl", replace=True, force=True)
+    )
 
 
 def report_run(found: Traces, url: str, folder: Path) -> None:

@@ -45,7 +45,7 @@ def test_the_capture_round_trips_exactly(
     fresh_bus: rd.Bus, capture: Path, tmp_path: Path
 ) -> None:
     source = far_future_copy(capture / "keyspace.jsonl", tmp_path / "in.jsonl")
-    report = fresh_bus.load_snapshot(source)
+    report = fresh_bus.load_snapshot(source, force=True)
 
     written = fresh_bus.save_snapshot(tmp_path / "out.jsonl")
 
@@ -60,12 +60,12 @@ def test_a_saved_snapshot_round_trips_byte_for_byte(
     fresh_bus: rd.Bus, capture: Path, tmp_path: Path
 ) -> None:
     fresh_bus.load_snapshot(
-        far_future_copy(capture / "keyspace.jsonl", tmp_path / "in.jsonl")
+        far_future_copy(capture / "keyspace.jsonl", tmp_path / "in.jsonl"), force=True
     )
     fresh_bus.save_snapshot(tmp_path / "first.jsonl", now_ms=1796301031000)
     fresh_bus.client.flushdb()
 
-    fresh_bus.load_snapshot(tmp_path / "first.jsonl")
+    fresh_bus.load_snapshot(tmp_path / "first.jsonl", force=True)
     fresh_bus.save_snapshot(tmp_path / "second.jsonl", now_ms=1796301031000)
 
     first = (tmp_path / "first.jsonl").read_bytes()
@@ -77,7 +77,7 @@ def test_one_guild_round_trips_as_its_own_lines(
     fresh_bus: rd.Bus, capture: Path, tmp_path: Path
 ) -> None:
     source = far_future_copy(capture / "keyspace.jsonl", tmp_path / "in.jsonl")
-    fresh_bus.load_snapshot(source)
+    fresh_bus.load_snapshot(source, force=True)
     guild = "acme:support:echo"
     prefixes = (f"{guild}:", f"msg:{guild}:", f"eo:pos:{guild}$")
     expected = [
@@ -113,7 +113,7 @@ def test_keep_expiry_drops_keys_already_expired(
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
-    report = fresh_bus.load_snapshot(path)
+    report = fresh_bus.load_snapshot(path, force=True)
 
     assert report.expired == ["msg:g:1"]
     assert report.loaded == 1
@@ -133,7 +133,7 @@ def test_bad_snapshot_lines_are_counted_not_fatal(
     )
 
     with pytest.warns(rd.SkippedEntriesWarning, match="skipped 3 lines"):
-        report = fresh_bus.load_snapshot(path)
+        report = fresh_bus.load_snapshot(path, force=True)
 
     assert report.loaded == 1
     assert [(s.line, s.key) for s in report.skips] == [(2, None), (3, "b"), (4, "c")]
@@ -149,11 +149,11 @@ def test_existing_keys_are_left_alone_unless_replaced(
     )
     fresh_bus.client.set("a", "old")
 
-    kept = fresh_bus.load_snapshot(path)
+    kept = fresh_bus.load_snapshot(path, force=True)
     assert kept.existing == ["a"]
     assert fresh_bus.client.get("a") == b"old"
 
-    replaced = fresh_bus.load_snapshot(path, replace=True)
+    replaced = fresh_bus.load_snapshot(path, replace=True, force=True)
     assert replaced.loaded == 1
     assert fresh_bus.client.get("a") == b"new"
 
@@ -204,7 +204,7 @@ def test_an_rdb_file_is_refused_with_what_to_do(
     fresh_bus: rd.Bus, capture: Path
 ) -> None:
     with pytest.raises(rd.SnapshotError, match=r"RDB file.*start redis-server"):
-        fresh_bus.load_snapshot(capture / "dump.rdb")
+        fresh_bus.load_snapshot(capture / "dump.rdb", force=True)
 
     assert fresh_bus.client.dbsize() == 0
 
