@@ -68,6 +68,7 @@ from rdebug_nb.ids import PRIORITY_NAMES
 from rdebug_nb.keys import DEAD_LETTER_TOPIC
 from rdebug_nb.messages import (
     DELIVERY_COLUMNS,
+    MESSAGE_COLUMNS,
     JsonArray,
     JsonDtype,
     decode_deliveries,
@@ -304,10 +305,11 @@ def to_jsonl(
     do not keep two details, so such lines differ from the stored member when
     the message's ``topics`` was a single string (written as a one-element list)
     or its ``recipient_list`` carried names (written as ``null``); both forms are
-    valid RusticAI messages.
+    valid RusticAI messages. For the same reason, values edited in a frame
+    that has ``raw`` are not written: drop ``raw`` to export edited values.
     Columns added to the frame by hand are not stored (use Parquet for those).
     """
-    frames, first = _frames(msgs)
+    frames, first = _frames(msgs, jsonl=True)
     tally = _Tally(_kind(first), _source(first, source))
     with Path(path).open("wb") as handle:
         for frame in frames:
@@ -739,20 +741,54 @@ class _Tally:
         return layout
 
 
-def _frames(msgs: Frames) -> tuple[Iterator[pd.DataFrame], pd.DataFrame]:
-    """The frames to write, and the first one (for the kind and columns)."""
+def _frames(
+    msgs: Frames, *, jsonl: bool = False
+) -> tuple[Iterator[pd.DataFrame], pd.DataFrame]:
+    """The frames to write, each checked, and the first one (kind and columns)."""
     if isinstance(msgs, pd.DataFrame):
-        return iter([msgs]), msgs
+        return iter([_checked(msgs, jsonl)]), msgs
     iterator = iter(msgs)
     first = next(iterator, None)
     if first is None:
         raise SnapshotError("nothing to export: the iterable of frames is empty")
 
     def chained() -> Iterator[pd.DataFrame]:
-        yield first
-        yield from iterator
+        yield _checked(first, jsonl)
+        for frame in iterator:
+            yield _checked(frame, jsonl)
 
-    return chained(), first
+    return chained(), _checked(first, jsonl)
+
+
+def _jsonl_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """Columns a JSONL export needs: all of them, unless the stored bytes are kept."""
+    if RAW_COLUMN in frame.columns:
+        return ("message_topics",)
+    names = DELIVERY_COLUMNS if _kind(frame) == "deliveries" else MESSAGE_COLUMNS
+    return tuple(name for name in names if name != RAW_COLUMN)
+
+
+_COUNTED: Final = ("id", "guild_id", "timestamp_ms")
+"""Columns every export needs, for its metadata."""
+
+
+def _checked(frame: Any, jsonl: bool) -> pd.DataFrame:
+    """The frame, if it is a message or delivery frame with the columns needed."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"expected a message or delivery frame (from bus.messages() or "
+            f"bus.deliveries()), not {type(frame).__name__}"
+        )
+    needed = _jsonl_columns(frame) if jsonl else ()
+    wanted = [*_COUNTED, "topic" if _kind(frame) == "deliveries" else "topics"]
+    missing = [name for name in (*wanted, *needed) if name not in frame.columns]
+    if missing:
+        raise SnapshotError(
+            f"the frame lacks the columns {missing}: export a frame from "
+            "bus.messages() or bus.deliveries(), with any subset of rows, and keep "
+            "at least these columns"
+        )
+    return frame
 
 
 def _kind(frame: pd.DataFrame) -> Kind:

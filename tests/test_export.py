@@ -383,3 +383,24 @@ def test_the_metadata_names_the_server_a_frame_was_loaded_from(
 
     assert export.read_metadata(tmp_path / "e.jsonl").source == capture_bus.url
     assert capture_bus.url.startswith("redis://")
+
+
+@pytest.mark.parametrize("writer", [export.to_jsonl, export.to_parquet, export.to_csv])
+def test_a_frame_without_the_needed_columns_is_refused_by_name(
+    capture_bus: rd.Bus, tmp_path: Path, writer: Any
+) -> None:
+    frame = capture_bus.messages("acme:support:echo")[["id", "payload"]]
+
+    with pytest.raises(rd.SnapshotError, match=r"lacks the columns \['guild_id'"):
+        writer(frame, tmp_path / "out")
+    with pytest.raises(TypeError, match="not list"):
+        writer([[1, 2]], tmp_path / "out")
+
+
+def test_a_jsonl_export_without_raw_needs_every_message_column(
+    capture_bus: rd.Bus, tmp_path: Path
+) -> None:
+    frame = without_raw(capture_bus.messages("acme:support:echo"))
+
+    with pytest.raises(rd.SnapshotError, match=r"lacks the columns \['payload'\]"):
+        export.to_jsonl(frame.drop(columns="payload"), tmp_path / "out.jsonl")
