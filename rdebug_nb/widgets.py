@@ -90,7 +90,8 @@ def explore(
     ----------
     bus : Bus
     guild_id : str, optional
-        The guild selected at first (default the first one).
+        The guild selected at first (default the one with the most deliveries,
+        as the notebooks and the report pick).
     topics : sequence of str, optional
         Topics selected at first (default none = all).
     limit : int, default 10000
@@ -132,6 +133,12 @@ def tail_view(tail: Tail, *, rows: int = 50) -> TailView:
         How many of the newest deliveries are listed.
     """
     return TailView(tail, rows=rows)
+
+
+def _busiest(guilds: pd.DataFrame) -> str | None:
+    if guilds.empty:
+        return None
+    return str(guilds.sort_values("deliveries").iloc[-1]["namespace"])
 
 
 def _reported(
@@ -580,11 +587,12 @@ class Explorer(_View):
         self.messages: pd.DataFrame | None = None
         self.inspector: Inspector | None = None
         self._topics = pd.DataFrame()
-        options = guild_options(bus.guilds(count_distinct=False))
+        guilds = bus.guilds(count_distinct=False)
+        options = guild_options(guilds)
         values = [value for _, value in options]
         self.guild_box = widgets.Dropdown(
             options=options,
-            value=guild_id if guild_id in values else next(iter(values), None),
+            value=guild_id if guild_id in values else _busiest(guilds),
             description="guild",
             layout={"width": "60%"},
         )

@@ -465,3 +465,13 @@ def test_data_modules_work_without_display_libraries() -> None:
     )
 
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_explorer_starts_on_the_busiest_guild(capture_bus: rd.Bus) -> None:
+    guilds = capture_bus.guilds(count_distinct=False)
+
+    ex = explore(capture_bus)
+
+    busiest = guilds.sort_values("deliveries").iloc[-1]["namespace"]
+    assert ex.guild_box.value == busiest == ORDERS
+    assert busiest != sorted(guilds["namespace"])[0]
