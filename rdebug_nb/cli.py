@@ -157,6 +157,12 @@ def _record(args: argparse.Namespace) -> int:
             bus, args.guild, args.out, duration=args.duration, topics=args.topic
         )
     print(done)
+    if not done.messages:
+        print(
+            f"rdebug-nb: nothing arrived on {args.guild!r}; check --guild and "
+            "--topic against bus.guilds() and bus.topics()",
+            file=sys.stderr,
+        )
     return 0 if done.reconciliation.ok else 1
 
 
@@ -216,6 +222,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.snapshot and args.redis_url:
+        raise ValueError(
+            "give --redis-url or --snapshot, not both: the report reads one source"
+        )
     started = time.monotonic()
     params = {
         "redis_url": args.redis_url,

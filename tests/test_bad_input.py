@@ -223,3 +223,16 @@ def test_a_snapshot_is_not_written_to_a_server_not_marked_writable(
             bus.load_snapshot(capture / "keyspace.jsonl")
 
         assert bus.client.dbsize() == 0
+
+
+def test_the_report_command_reads_one_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rdebug_nb.cli import main
+
+    out = tmp_path / "r.html"
+    args = ["report", "--redis-url", "redis://h/0", "--snapshot", "s.jsonl"]
+
+    assert main([*args, "--out", str(out)]) == 2
+    assert "give --redis-url or --snapshot, not both" in capsys.readouterr().err
+    assert not out.exists()

@@ -112,3 +112,22 @@ def test_an_interrupt_ends_the_recording_early_and_keeps_it(
     assert done.messages == 20
     assert len(ids_in(tmp_path / "early.jsonl")) == 20
     assert not (tmp_path / "early.jsonl.part").exists()
+
+
+def test_recording_nothing_says_what_to_check(
+    fresh_bus: rd.Bus,
+    server_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = server_url.replace("/0", "/1")
+    out = tmp_path / "r.jsonl"
+
+    options = ["--guild", "nope", "--duration", "1s", "--out", str(out)]
+    status = main(["record", "--redis-url", url, *options])
+
+    printed = capsys.readouterr()
+    assert status == 0
+    assert "0 messages" in printed.out
+    assert "nothing arrived on 'nope'; check --guild" in printed.err
+    assert ids_in(out) == []
