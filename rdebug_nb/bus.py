@@ -617,6 +617,8 @@ class Bus:
         ------
         WriteRefused
             If the Bus is not writable and ``force`` is False.
+        SnapshotError
+            If the file is an RDB file or holds no snapshot record at all.
         """
         self._check_writable("a snapshot", force)
         _check_not_rdb(path)
@@ -627,6 +629,12 @@ class Bus:
         with self._guard("writing the snapshot (SET/ZADD/HSET)"):
             report = _keyspace_io.write_records(
                 self.client, read_snapshot(path), expiry=expiry, replace=replace
+            )
+        if report.skips and not (report.loaded or report.expired or report.existing):
+            raise SnapshotError(
+                f"no line of {str(path)!r} is a snapshot record (line "
+                f"{report.skips[0].line}: {report.skips[0].reason}); an exported "
+                "JSONL or Parquet file opens with rd.open_snapshot(path)"
             )
         if report.skips:
             warn_snapshot_skips(report.skips, str(path), stacklevel=2)

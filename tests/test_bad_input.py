@@ -236,3 +236,15 @@ def test_the_report_command_reads_one_source(
     assert main([*args, "--out", str(out)]) == 2
     assert "give --redis-url or --snapshot, not both" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_loading_an_export_as_a_snapshot_points_to_open_snapshot(
+    capture_bus: rd.Bus, fresh_bus: rd.Bus, tmp_path: Path
+) -> None:
+    path = tmp_path / "echo.jsonl"
+    rd.to_jsonl(capture_bus.messages("acme:support:echo"), path)
+
+    with pytest.raises(rd.SnapshotError, match=r"rd.open_snapshot\(path\)"):
+        fresh_bus.load_snapshot(path, force=True)
+
+    assert fresh_bus.client.dbsize() == 0
