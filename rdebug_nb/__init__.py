@@ -52,6 +52,7 @@ from rdebug_nb.graph import (
     lineage_graph,
     read_graphml,
     to_dot,
+    to_edge_table,
     to_graphml,
     to_node_link,
     trace,
@@ -72,7 +73,7 @@ from rdebug_nb.offline import open_snapshot
 from rdebug_nb.replay import ReplayPlan, replay
 from rdebug_nb.server import EmbeddedServer
 from rdebug_nb.tail import Tail
-from rdebug_nb.traffic import throughput
+from rdebug_nb.traffic import busiest_guild, throughput
 
 if TYPE_CHECKING:
     from rdebug_nb.figures import (
@@ -152,6 +153,7 @@ __all__ = [
     "TruncatedWarning",
     "WriteRefused",
     "backlog_table",
+    "busiest_guild",
     "connect",
     "critical_path",
     "dead_letters",
@@ -187,6 +189,7 @@ __all__ = [
     "throughput",
     "to_csv",
     "to_dot",
+    "to_edge_table",
     "to_graphml",
     "to_jsonl",
     "to_messages",

@@ -33,6 +33,7 @@ from typing import Any, Final
 import pandas as pd
 
 from rdebug_nb.keys import split_topic_key
+from rdebug_nb.latency import require_messages
 
 ERROR_COLUMNS: Final = (
     "id",
@@ -89,7 +90,54 @@ DEAD_LETTER_COLUMNS: Final = (
 )
 """Columns of :func:`dead_letters`, in order."""
 
+DEAD_LETTER_INPUT: Final = ("id", "guild_id", "timestamp", "is_dead_letter", "payload")
+"""Message-frame columns :func:`dead_letters` reads."""
+
+ERROR_INPUT: Final = (
+    "id",
+    "guild_id",
+    "topics",
+    "timestamp",
+    "sender_id",
+    "format",
+    "in_response_to",
+    "is_error",
+    "is_dead_letter",
+    "process_status",
+    "payload",
+    "message_history",
+)
+"""Message-frame columns :func:`errors` reads."""
+
+_ERROR_TEXTS: Final = (
+    "guild_id",
+    "topic",
+    "kind",
+    "agent_id",
+    "sender_id",
+    "format",
+    "process_status",
+    "origin_topic",
+    "error_type",
+    "error_message",
+)
+_DEAD_LETTER_TEXTS: Final = (
+    "guild_id",
+    "client_id",
+    "agent_guild",
+    "agent_id",
+    "original_key",
+    "original_namespace",
+    "original_topic",
+    "original_sender",
+    "original_format",
+    "error_type",
+    "error_message",
+    "delivery_backend",
+)
+
 _GROUP_KEYS: Final = ["guild_id", "agent_id", "topic", "format"]
+_TEXT: Final = pd.StringDtype(na_value=pd.NA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +181,20 @@ def errors(msgs: pd.DataFrame) -> ErrorReport:
     ErrorReport
         ``deliveries``, ``groups`` and ``dead_letters``.
 
+    Raises
+    ------
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
+
     Notes
     -----
     ``agent_id`` is the agent that failed: the sender of an error message, the
     client named in a dead letter. ``origin_topic`` is the topic that agent was
     processing: the last hop's ``from_topic`` of an error message, the
-    ``original_topic`` of a dead letter.
+    ``original_topic`` of a dead letter. Text columns have pandas' ``string``
+    dtype, so every missing value in the three tables shows as ``<NA>``, like a
+    missing id.
 
     Examples
     --------
@@ -147,7 +203,7 @@ def errors(msgs: pd.DataFrame) -> ErrorReport:
     >>> report.deliveries.empty, report.dead_letters.empty
     (True, True)
     """
-    msgs = msgs.reset_index(drop=True)
+    msgs = require_messages(msgs, ERROR_INPUT, "errors").reset_index(drop=True)
     rows = _failure_rows(msgs)
     deliveries = _deliveries(rows)
     return ErrorReport(deliveries, _groups(deliveries), dead_letters(msgs))
@@ -165,12 +221,19 @@ def dead_letters(msgs: pd.DataFrame) -> pd.DataFrame:
         (split into namespace and topic), sender, format and time, the error
         type and text, and the embedded failed message as a dict.
 
+    Raises
+    ------
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
+
     Examples
     --------
     >>> from rdebug_nb.messages import empty_deliveries, to_messages
     >>> dead_letters(to_messages(empty_deliveries())).empty
     True
     """
+    msgs = require_messages(msgs, DEAD_LETTER_INPUT, "dead_letters")
     letters = msgs.loc[msgs["is_dead_letter"].astype(bool)]
     records = [
         _dead_letter_record(mid, guild, stamp, payload)
@@ -189,6 +252,7 @@ def dead_letters(msgs: pd.DataFrame) -> pd.DataFrame:
     frame["original_timestamp"] = pd.to_datetime(
         frame["original_timestamp"], unit="ms", utc=True
     )
+    frame = _as_text(frame, _DEAD_LETTER_TEXTS)
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
 
@@ -260,7 +324,7 @@ def _deliveries(rows: pd.DataFrame) -> pd.DataFrame:
     extra = pd.DataFrame(facts, columns=columns, index=rows.index)
     frame = pd.concat([rows, extra], axis=1).explode("topics")
     frame = frame.rename(columns={"topics": "topic"})
-    frame = frame.loc[:, list(ERROR_COLUMNS)]
+    frame = _as_text(frame.loc[:, list(ERROR_COLUMNS)], _ERROR_TEXTS)
     frame = frame.sort_values(["timestamp", "id"], kind="stable")
     return frame.reset_index(drop=True)
 
@@ -319,7 +383,13 @@ def _groups(deliveries: pd.DataFrame) -> pd.DataFrame:
         ["deliveries", "first_time"], ascending=[False, True], kind="stable"
     )
     frame["example_id"] = pd.array(frame["example_id"].tolist(), dtype="UInt64")
+    frame = _as_text(frame, ("origin_topic", "example_error"))
     return frame.loc[:, list(GROUP_COLUMNS)].reset_index(drop=True)
+
+
+def _as_text(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Text columns with one missing marker (``<NA>``, like the id columns)."""
+    return frame.astype(dict.fromkeys(columns, _TEXT))
 
 
 def _most_common(values: pd.Series) -> Any:

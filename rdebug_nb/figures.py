@@ -8,7 +8,9 @@ label, a legend or a hover box, because plotly renders those as HTML.
 
 Large inputs stay usable: the number of traces of each figure is bounded (edges
 are drawn as a few traces by width bucket, nodes as one trace per kind), and
-views that cap what they draw say so in a note at the top of the figure.
+views that cap what they draw say so in a note at the top of the figure. Small
+ones too: a figure with nothing to draw (an empty time window, a frame without
+hops for the latency view) says so in a note in its middle.
 
 Examples
 --------
@@ -33,10 +35,25 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from rdebug_nb.errors import InvalidQuery
 from rdebug_nb.failures import dead_letters
-from rdebug_nb.graph import AGENT, TOPIC, flow_graph, layered_layout, trace
-from rdebug_nb.latency import Latency, home_guilds, hop_table, is_org_copy
-from rdebug_nb.traffic import throughput
+from rdebug_nb.graph import (
+    AGENT,
+    FLOW_INPUT,
+    TOPIC,
+    flow_graph,
+    layered_layout,
+    trace,
+)
+from rdebug_nb.latency import (
+    HOP_INPUT,
+    Latency,
+    home_guilds,
+    hop_table,
+    is_org_copy,
+    require_messages,
+)
+from rdebug_nb.traffic import THROUGHPUT_INPUT, throughput
 
 ERROR_COLOR: Final = "#d62728"
 """Colour of errors in every figure."""
@@ -49,6 +66,30 @@ _MISSING_COLOR: Final = "#bbbbbb"
 _WIDTHS: Final = (1.0, 2.0, 3.5, 5.5)
 _WEBGL_POINTS: Final = 5000
 _TEMPLATE: Final = "plotly_white"
+_NO_MESSAGES: Final = "no messages in this frame"
+_TIMELINE_INPUT: Final = (
+    "id",
+    "guild_id",
+    "topics",
+    "timestamp",
+    "sender_id",
+    "format",
+    "is_error",
+    "is_dead_letter",
+    "process_status",
+    "payload",
+)
+_HEATMAP_INPUT: Final = ("id", "guild_id", "topics", "sender_id")
+_WATERFALL_INPUT: Final = (
+    "id",
+    "depth",
+    "agent_id",
+    "format",
+    "latency_ms",
+    "elapsed_ms",
+    "is_error",
+    "stored",
+)
 
 
 def escape(value: Any) -> str:
@@ -57,7 +98,14 @@ def escape(value: Any) -> str:
     >>> escape('<img src=x onerror="alert(1)">')
     '&lt;img src=x onerror="alert(1)"&gt;'
     """
-    return html.escape("" if value is None else str(value), quote=False)
+    return html.escape(_plain(value), quote=False)
+
+
+def _plain(value: Any, default: str = "") -> str:
+    """Text of a data value; ``default`` for a missing one (None, NaN, <NA>)."""
+    missing = value is None or value is pd.NA
+    missing = missing or (isinstance(value, float) and math.isnan(value))
+    return default if missing else str(value)
 
 
 # -- flow ------------------------------------------------------------------------
@@ -101,7 +149,7 @@ def plot_flow(
     >>> sorted(k for t in fig.data if t.customdata is not None for k in t.customdata)
     ['agent:g$echo', 'agent:g$probe', 'topic:g:t']
     """
-    graph = data if isinstance(data, nx.DiGraph) else flow_graph(data)
+    graph = _flow_of(data, "plot_flow")
     shown = _largest_nodes(graph, max_nodes)
     pos = layered_layout(shown)
     fig = go.Figure(layout=_layout(title or "Message flow"))
@@ -118,7 +166,15 @@ def plot_flow(
             f"showing {shown.number_of_nodes():,} of "
             f"{graph.number_of_nodes():,} nodes (largest by volume)",
         )
+    if graph.number_of_nodes() == 0:
+        _empty_note(fig, "no messages: the flow graph is empty")
     return fig
+
+
+def _flow_of(data: pd.DataFrame | nx.DiGraph, caller: str) -> nx.DiGraph:
+    if isinstance(data, nx.DiGraph):
+        return data
+    return flow_graph(require_messages(data, FLOW_INPUT, caller))
 
 
 def _largest_nodes(graph: nx.DiGraph, limit: int) -> nx.DiGraph:
@@ -330,7 +386,7 @@ def plot_sankey(
     >>> plot_sankey(_example_messages()).data[0].node.label
     ('Echo ▸', 't', 'Probe ▸', '▸ Echo')
     """
-    graph = data if isinstance(data, nx.DiGraph) else flow_graph(data)
+    graph = _flow_of(data, "plot_sankey")
     links = sorted(graph.edges(data=True), key=lambda e: -int(e[2].get("count", 0)))
     kept = links[:max_links]
     nodes, link = _sankey_links(graph, kept)
@@ -341,6 +397,8 @@ def plot_sankey(
     fig.update_layout(height=max(450, 9 * len(nodes["label"])))
     if len(kept) < len(links):
         _note(fig, f"showing the {len(kept):,} largest of {len(links):,} links")
+    if not links:
+        _empty_note(fig, "no messages: the flow graph is empty")
     return fig
 
 
@@ -415,6 +473,7 @@ def plot_timeline(
     >>> [(t.name, len(t.x)) for t in plot_timeline(_example_messages()).data]
     [('messages', 2), ('errors', 0), ('dead letters', 0)]
     """
+    msgs = require_messages(msgs, _TIMELINE_INPUT, "plot_timeline")
     rows = _timeline_rows(msgs)
     shown = rows.iloc[-max_points:] if len(rows) > max_points else rows
     fig = go.Figure(layout=_layout(title or "Timeline by agent"))
@@ -429,6 +488,8 @@ def plot_timeline(
     fig.update_layout(height=int(min(2400, 160 + 26 * len(lanes))))
     if len(shown) < len(rows):
         _note(fig, f"showing the newest {len(shown):,} of {len(rows):,} messages")
+    if rows.empty:
+        _empty_note(fig, _NO_MESSAGES)
     return fig
 
 
@@ -540,6 +601,13 @@ def plot_waterfall(
         time, length = hop latency; errors in red, messages not in the frame in
         grey.
 
+    Raises
+    ------
+    InvalidQuery
+        If ``message_id`` is not given and ``data`` is not a trace frame.
+    MessageNotFound
+        If ``message_id`` is neither in the frame nor referenced by it.
+
     Examples
     --------
     >>> from rdebug_nb.latency import _example_messages
@@ -547,24 +615,48 @@ def plot_waterfall(
     >>> list(fig.data[0].base + fig.data[0].x)
     [0.5, 21.0]
     """
-    chain = trace(data, message_id) if message_id is not None else data
+    chain = trace(data, message_id) if message_id is not None else _chain_of(data)
     shown = chain.iloc[:max_rows]
     target = _target_of(chain, message_id)
-    fig = go.Figure(layout=_layout(title or f"Trace of message {escape(target)}"))
+    fig = go.Figure(layout=_layout(title or f"Trace of {escape(target)}"))
     fig.add_trace(_waterfall_bars(shown))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(title_text="ms since the first message")
     fig.update_layout(height=int(min(2400, 160 + 24 * len(shown))), showlegend=False)
     if len(shown) < len(chain):
         _note(fig, f"showing the first {len(shown):,} of {len(chain):,} messages")
+    if chain.empty:
+        _empty_note(fig, "no messages in this trace")
     return fig
+
+
+def _chain_of(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` if it is a trace frame; else say what plot_waterfall needs."""
+    columns = getattr(data, "columns", ())
+    missing = [name for name in _WATERFALL_INPUT if name not in columns]
+    if not missing:
+        return data
+    given = (
+        "a message frame but no message_id"
+        if "message_history" in columns
+        else f"a frame without the columns {', '.join(map(repr, missing))}"
+    )
+    raise InvalidQuery(
+        "plot_waterfall() draws one trace: pass rd.trace(msgs, message_id) or "
+        "rd.critical_path(msgs, message_id), or a message frame and message_id; "
+        f"it was given {given}"
+    )
 
 
 def _target_of(chain: pd.DataFrame, message_id: int | str | None) -> str:
     if message_id is not None:
-        return str(message_id)
-    marked = chain.loc[chain["is_target"].astype(bool), "id"]
-    return str(marked.iloc[0]) if len(marked) else str(chain["id"].iloc[0])
+        return f"message {message_id}"
+    if chain.empty:
+        return "no message"
+    marked = chain["id"]
+    if "is_target" in chain:
+        marked = marked.loc[chain["is_target"].astype(bool)]
+    return f"message {(marked if len(marked) else chain['id']).iloc[0]}"
 
 
 def _waterfall_bars(chain: pd.DataFrame) -> go.Bar:
@@ -575,7 +667,7 @@ def _waterfall_bars(chain: pd.DataFrame) -> go.Bar:
         for err, stored in zip(chain["is_error"], chain["stored"], strict=True)
     ]
     labels = [
-        escape(f"{i}. {'  ' * int(depth)}{agent}: {_short(fmt)}")
+        escape(f"{i}. {'  ' * int(depth)}{_plain(agent, '?')}: {_short(fmt)}")
         for i, (depth, agent, fmt) in enumerate(
             zip(chain["depth"], chain["agent_id"], chain["format"], strict=True), 1
         )
@@ -597,9 +689,9 @@ def _step_texts(chain: pd.DataFrame) -> list[str]:
     for row in chain.to_dict("records"):
         latency = row["latency_ms"]
         lines = [
-            f"<b>{escape(row['agent_id'])}</b> {escape(row.get('processor') or '')}",
-            f"id {row['id']} ({escape(row.get('relation') or 'root')})",
-            escape(row.get("format") or ""),
+            f"<b>{escape(row['agent_id'])}</b> {escape(row.get('processor'))}",
+            f"id {row['id']} ({escape(_plain(row.get('relation'), 'root'))})",
+            escape(row.get("format")),
             f"+{'?' if pd.isna(latency) else latency} ms, at {row['elapsed_ms']} ms",
         ]
         texts.append("<br>".join(lines))
@@ -645,6 +737,8 @@ def plot_heatmap(
     >>> plot_heatmap(_example_messages()).data[0].y
     ('echo', 'probe')
     """
+    needs = _HEATMAP_INPUT if by == "agent" else THROUGHPUT_INPUT
+    msgs = require_messages(msgs, needs, "plot_heatmap")
     table = _agent_topic_table(msgs) if by == "agent" else _time_topic_table(msgs, freq)
     topics = table.sum(axis=0).sort_values(ascending=False).index[:max_topics]
     rows = table.index
@@ -673,6 +767,8 @@ def plot_heatmap(
             f"showing {len(rows):,} of {table.shape[0]:,} rows and "
             f"{len(topics):,} of {table.shape[1]:,} topics (the busiest)",
         )
+    if msgs.empty:
+        _empty_note(fig, _NO_MESSAGES)
     return fig
 
 
@@ -744,7 +840,10 @@ def plot_latency(
     >>> plot_latency(_example_messages()).data[0].median.tolist()
     [21.0]
     """
-    hops = data.hops if isinstance(data, Latency) else hop_table(data)
+    if isinstance(data, Latency):
+        hops = data.hops
+    else:
+        hops = hop_table(require_messages(data, HOP_INPUT, "plot_latency"))
     stats = _latency_stats(hops)
     shown = stats.iloc[:max_agents]
     fig = go.Figure(layout=_layout(title or "Hop latency per agent"))
@@ -752,6 +851,9 @@ def plot_latency(
     fig.update_yaxes(title_text="ms (result time minus origin time)")
     if len(shown) < len(stats):
         _note(fig, f"showing {len(shown):,} of {len(stats):,} agents (most hops)")
+    if stats.empty:
+        empty = isinstance(data, pd.DataFrame) and data.empty
+        _empty_note(fig, _NO_MESSAGES if empty else "no hop with a measured latency")
     return fig
 
 
@@ -826,6 +928,7 @@ def plot_error_rate(
     >>> [t.name for t in plot_error_rate(_example_messages()).data]
     ['errors', 'error rate']
     """
+    msgs = require_messages(msgs, THROUGHPUT_INPUT, "plot_error_rate")
     counts = throughput(msgs, freq, fill=True)
     totals = (
         counts.loc[counts["kind"] == "agent"]
@@ -863,6 +966,8 @@ def plot_error_rate(
             "showgrid": False,
         },
     )
+    if msgs.empty:
+        _empty_note(fig, _NO_MESSAGES)
     return fig
 
 
@@ -898,6 +1003,7 @@ def plot_volume(
     >>> [(t.name, int(sum(t.y))) for t in plot_volume(_example_messages()).data]
     [('t', 2)]
     """
+    msgs = require_messages(msgs, THROUGHPUT_INPUT, "plot_volume")
     counts = throughput(msgs, freq)
     counts = counts.loc[counts["kind"] == "topic"]
     counts = counts.assign(label=_series_labels(counts))
@@ -914,6 +1020,8 @@ def plot_volume(
             go.Bar(x=table.index, y=table[rest].sum(axis=1), name="other topics")
         )
     fig.update_layout(barmode="stack", yaxis={"title": {"text": "messages"}})
+    if msgs.empty:
+        _empty_note(fig, _NO_MESSAGES)
     return fig
 
 
@@ -942,5 +1050,22 @@ def _note(fig: go.Figure, text: str) -> None:
     )
 
 
+def _empty_note(fig: go.Figure, text: str) -> None:
+    """Say in the middle of an empty figure why it is empty; hide its axes."""
+    fig.add_annotation(
+        text=escape(text),
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+        showarrow=False,
+        font={"size": 16, "color": "#555555"},
+        name="empty note",
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=300)
+
+
 def _short(fmt: Any) -> str:
-    return str(fmt or "").rsplit(".", 1)[-1]
+    return _plain(fmt).rsplit(".", 1)[-1]

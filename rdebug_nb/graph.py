@@ -18,7 +18,12 @@ Two graphs are built from a message frame (one guild, or several concatenated):
 
 :func:`trace` and :func:`critical_path` read one chain out of the lineage graph;
 :func:`layered_layout` places a graph's nodes for drawing; ``to_*`` / ``from_*`` /
-``read_*`` convert graphs to node-link JSON, GraphML and DOT.
+``read_*`` convert graphs to node-link JSON, GraphML and DOT, and
+:func:`to_edge_table` lists a flow graph's edges.
+
+Every function taking a frame wants a message frame (``bus.messages()``); a
+delivery frame (``bus.deliveries()``) is collapsed to one row per message, and a
+frame lacking a column they read raises :class:`~rdebug_nb.errors.InvalidQuery`.
 
 Examples
 --------
@@ -56,11 +61,13 @@ from rdebug_nb.failures import dead_letters
 from rdebug_nb.ids import decode_id, decode_ids
 from rdebug_nb.keys import ORG_INBOX_PREFIX
 from rdebug_nb.latency import (
+    HOP_INPUT,
     PERCENTILES,
     home_guilds,
     hop_table,
     is_org_copy,
     latency_summary,
+    require_messages,
 )
 
 AGENT: Final = "agent"
@@ -93,6 +100,47 @@ TRACE_COLUMNS: Final = (
 )
 """Columns of :func:`trace` and :func:`critical_path`, in order."""
 
+EDGE_COLUMNS: Final = (
+    "from",
+    "to",
+    "relation",
+    "count",
+    "hops",
+    "errors",
+    "mean_ms",
+    *(f"p{p}_ms" for p in PERCENTILES),
+    "max_ms",
+    "source",
+    "target",
+)
+"""Columns of :func:`to_edge_table`, in order."""
+
+FLOW_INPUT: Final = (
+    *HOP_INPUT,
+    "sender_id",
+    "sender_name",
+    "is_dead_letter",
+    "timestamp",
+    "payload",
+)
+"""Message-frame columns :func:`flow_graph` reads."""
+
+LINEAGE_INPUT: Final = (
+    *HOP_INPUT,
+    "sender_id",
+    "sender_name",
+    "format",
+    "priority",
+    "is_dead_letter",
+    "hop_count",
+    "thread_root",
+    "process_status",
+    "in_response_to",
+    "forward_header",
+)
+"""Message-frame columns :func:`lineage_graph`, :func:`trace` and
+:func:`critical_path` read."""
+
 ID_ATTRIBUTES: Final = ("id", "thread_root")
 """Lineage node attributes holding message ids (written as text where needed)."""
 
@@ -122,6 +170,16 @@ _LINK_FIELDS: Final = (
 _LATENCY_KEYS: Final = ("mean_ms", *(f"p{p}_ms" for p in PERCENTILES), "max_ms")
 _EDGE_KEYS: Final = ["u", "v"]
 _JSON_SAFE_INT: Final = 2**53
+_CHAIN_TEXTS: Final = (
+    "relation",
+    "agent_id",
+    "processor",
+    "guild_id",
+    "sender_id",
+    "format",
+)
+_EDGE_COUNTS: Final = ("count", "hops", "errors")
+_TEXT: Final = pd.StringDtype(na_value=pd.NA)
 
 
 def agent_node(guild_id: str, agent_id: str) -> str:
@@ -172,7 +230,14 @@ def flow_graph(msgs: pd.DataFrame) -> nx.DiGraph:
         was an error message or that were dead-lettered), and, where hops were
         measured, ``mean_ms``, ``p50_ms``, ``p90_ms``, ``p95_ms``, ``p99_ms``,
         ``max_ms``: the latency of those hops (result minus origin time; both
-        edges of a hop carry it). Cycles are kept.
+        edges of a hop carry it). Cycles are kept. An empty frame gives an
+        empty graph.
+
+    Raises
+    ------
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
 
     Notes
     -----
@@ -193,7 +258,7 @@ def flow_graph(msgs: pd.DataFrame) -> nx.DiGraph:
     >>> graph.edges["agent:g$echo", "topic:g:t"]["relation"]
     'publish'
     """
-    msgs = msgs.reset_index(drop=True)
+    msgs = require_messages(msgs, FLOW_INPUT, "flow_graph").reset_index(drop=True)
     hops = hop_table(msgs)
     published = _publications(msgs, hops)
     processed = _consumptions(msgs, hops)
@@ -325,13 +390,23 @@ def _agent_nodes(
         agent_id=("agent_id", "first"),
         processed=("id", "nunique"),
     )
-    frame = out.combine_first(into)
+    frame = _merged(out, into)
     frame["dead_letters"] = failed.groupby("v")["id"].size()
     counts = ["published", "processed", "sent_errors", "dead_letters"]
     frame[counts] = frame[counts].fillna(0).astype("int64")
     names = _agent_names(msgs)
     for key, row in zip(frame.index, frame.to_dict("records"), strict=True):
         yield key, _agent_attributes(row, names)
+
+
+def _merged(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """The rows of both frames by key, values of ``first`` where both have one.
+
+    ``combine_first`` casts the result to the dtypes of ``second``, which fails
+    on the counts it leaves missing when ``second`` is empty (a window with
+    publishers but no processed hop).
+    """
+    return pd.concat([first, second]).groupby(level=0, sort=True).first()
 
 
 def _agent_attributes(
@@ -378,7 +453,7 @@ def _topic_nodes(
         topic=("topic", "first"),
         delivered=("id", "nunique"),
     )
-    frame = into.combine_first(out)
+    frame = _merged(into, out)
     counts = ["messages", "errors", "delivered"]
     frame[counts] = frame[counts].fillna(0).astype("int64")
     for key, row in zip(frame.index, frame.to_dict("records"), strict=True):
@@ -396,6 +471,49 @@ def _topic_nodes(
                 "errors": int(row["errors"]),
             },
         )
+
+
+def to_edge_table(graph: nx.DiGraph) -> pd.DataFrame:
+    """The edges of a flow graph as a table, busiest first.
+
+    Parameters
+    ----------
+    graph : networkx.DiGraph
+        A graph from :func:`flow_graph`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`EDGE_COLUMNS`: ``from`` and ``to`` (the agent id or topic
+        at each end), ``relation``, ``count``, ``hops`` and ``errors``, the hop
+        latency in milliseconds (missing where no hop was measured), and the
+        node keys ``source`` and ``target``. Sorted by ``count``, descending; an
+        empty graph gives an empty table with these columns.
+
+    Examples
+    --------
+    >>> from rdebug_nb.latency import _example_messages
+    >>> table = to_edge_table(flow_graph(_example_messages()))
+    >>> print(table[["from", "to", "relation", "count", "p50_ms"]].to_string())
+        from    to relation  count  p50_ms
+    0   echo     t  publish      1    21.0
+    1  probe     t  publish      1     NaN
+    2      t  echo  deliver      1    21.0
+    """
+    rows = [
+        {**data, "from": _end(graph, u), "to": _end(graph, v), "source": u, "target": v}
+        for u, v, data in graph.edges(data=True)
+    ]
+    frame = pd.DataFrame(rows, columns=list(EDGE_COLUMNS))
+    frame = frame.astype(dict.fromkeys(_EDGE_COUNTS, "Int64"))
+    frame = frame.astype(dict.fromkeys(_LATENCY_KEYS, "float64"))
+    frame = frame.sort_values("count", ascending=False, kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def _end(graph: nx.DiGraph, node: Hashable) -> str:
+    data = graph.nodes[node]
+    return str(data.get("agent_id") or data.get("topic") or node)
 
 
 def _inbox_namespaces(msgs: pd.DataFrame) -> dict[str, str]:
@@ -436,6 +554,12 @@ def lineage_graph(msgs: pd.DataFrame) -> nx.DiGraph:
         by ``|``), ``agent_id`` (hop agent, else the child's sender),
         ``processor`` and ``from_topic`` (hops only).
 
+    Raises
+    ------
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
+
     Notes
     -----
     The same id in two namespaces (a cross-guild copy) is one node. Origin 0
@@ -450,6 +574,7 @@ def lineage_graph(msgs: pd.DataFrame) -> nx.DiGraph:
     >>> graph.edges[7436657122856673280, 7436657122944753664]["relations"]
     'hop|in_response_to'
     """
+    msgs = require_messages(msgs, LINEAGE_INPUT, "lineage_graph")
     msgs = msgs.reset_index(drop=True)
     hops = hop_table(msgs)
     graph = nx.DiGraph(kind="lineage")
@@ -620,7 +745,9 @@ def trace(
         ``depth`` (longest link count from a root of the trace), ``parent_id``
         and ``relation`` (the strongest link to an earlier message of the trace,
         the latest one on ties), ``latency_ms`` (time minus the parent's time),
-        ``elapsed_ms`` (since the trace's first message), ``is_target``.
+        ``elapsed_ms`` (since the trace's first message), ``is_target``. Text
+        columns have pandas' ``string`` dtype: a missing value shows as
+        ``<NA>``, like the root's ``parent_id``.
 
     Raises
     ------
@@ -628,6 +755,9 @@ def trace(
         If the id is neither in the frame nor referenced by it.
     InvalidId
         If ``message_id`` is not a GemstoneID.
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
 
     Examples
     --------
@@ -636,6 +766,7 @@ def trace(
     >>> chain["agent_id"].tolist(), chain["is_target"].tolist()
     (['probe', 'echo'], [True, False])
     """
+    msgs = require_messages(msgs, LINEAGE_INPUT, "trace")
     graph = lineage_graph(msgs) if graph is None else graph
     target = _node_of(graph, message_id)
     nodes = nx.ancestors(graph, target) | nx.descendants(graph, target) | {target}
@@ -671,6 +802,9 @@ def critical_path(
     ------
     MessageNotFound
         If the id is neither a message, a reference nor a thread of the frame.
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
 
     Examples
     --------
@@ -679,6 +813,7 @@ def critical_path(
     >>> int(path["elapsed_ms"].iloc[-1])
     21
     """
+    msgs = require_messages(msgs, LINEAGE_INPUT, "critical_path")
     graph = lineage_graph(msgs) if graph is None else graph
     members = _conversation(graph, msgs, message_id)
     sub = graph.subgraph(members)
@@ -816,6 +951,7 @@ def _chain_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
         frame[column] = pd.array(frame[column].tolist(), dtype="UInt64")
     frame["latency_ms"] = pd.array(frame["latency_ms"].tolist(), dtype="Int64")
     frame["depth"] = frame["depth"].astype("int64")
+    frame = frame.astype(dict.fromkeys(_CHAIN_TEXTS, _TEXT))
     return frame.astype({"is_error": bool, "stored": bool, "is_target": bool})
 
 

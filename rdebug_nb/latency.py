@@ -38,9 +38,10 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from rdebug_nb.errors import InvalidQuery
 from rdebug_nb.ids import RUSTICAI_EPOCH_MS, to_uint64
 from rdebug_nb.keys import ORG_INBOX_PREFIX
-from rdebug_nb.messages import JsonArray
+from rdebug_nb.messages import DELIVERY_COLUMNS, JsonArray, to_messages
 
 HOP_COLUMNS: Final = (
     "guild_id",
@@ -74,6 +75,16 @@ SUMMARY_COLUMNS: Final = (
     "max_ms",
 )
 """Columns a latency summary adds after its grouping columns."""
+
+HOP_INPUT: Final = (
+    "id",
+    "guild_id",
+    "topics",
+    "timestamp_ms",
+    "is_error",
+    "message_history",
+)
+"""Message-frame columns :func:`hop_table` and :func:`latency` read."""
 
 _EXAMPLE_MEMBERS: Final = [
     b'{"sender":{"id":"probe","name":"Probe"},"topics":"t","recipient_list":[],'
@@ -159,13 +170,19 @@ def latency(msgs: pd.DataFrame) -> Latency:
         ``hops`` (one row per hop), ``by_agent`` and ``by_edge`` with hop counts,
         error counts, mean, p50, p90, p95, p99 and max in milliseconds.
 
+    Raises
+    ------
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
+
     Examples
     --------
     >>> from rdebug_nb.messages import empty_deliveries, to_messages
     >>> latency(to_messages(empty_deliveries()))
     <Latency 0 hops, 0 agents, 0 edges>
     """
-    hops = hop_table(msgs)
+    hops = hop_table(require_messages(msgs, HOP_INPUT, "latency"))
     hops["edge"] = pd.Series(_edge_labels(hops), dtype=object)
     by_agent = latency_summary(hops, ["guild_id", "agent_id"])
     by_edge = latency_summary(hops, ["guild_id", "agent_id", "from_topic", "edge"])
@@ -250,7 +267,7 @@ def hop_table(msgs: pd.DataFrame) -> pd.DataFrame:
     >>> hops[["agent_id", "result_topics", "is_error"]].to_dict("records")
     [{'agent_id': 'echo', 'result_topics': ['t'], 'is_error': False}]
     """
-    msgs = msgs.reset_index(drop=True)
+    msgs = require_messages(msgs, HOP_INPUT, "hop_table").reset_index(drop=True)
     org = _org_mask(msgs)
     entries = _history_entries(msgs, _homes(msgs, org))
     if entries.empty:
@@ -262,6 +279,47 @@ def hop_table(msgs: pd.DataFrame) -> pd.DataFrame:
     _add_result_facts(hops, msgs, org)
     hops = hops.sort_values(["result_time", "result"], kind="stable")
     return hops.loc[:, list(HOP_COLUMNS)].reset_index(drop=True)
+
+
+def require_messages(
+    frame: pd.DataFrame, columns: Sequence[str], caller: str
+) -> pd.DataFrame:
+    """``frame`` as a message frame holding ``columns``, checked for ``caller``.
+
+    A delivery frame (``bus.deliveries()``: one row per stored copy) is collapsed
+    to one row per message with :func:`rdebug_nb.messages.to_messages`; any
+    other frame is returned as it is.
+
+    Raises
+    ------
+    InvalidQuery
+        If ``frame`` is not a DataFrame or lacks some of ``columns``; the message
+        names them and says where a message frame comes from.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"id": [1]})
+    >>> require_messages(frame, ["id", "topics"], "latency")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    rdebug_nb.errors.InvalidQuery: latency() needs a message frame, but this ...
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise InvalidQuery(
+            f"{caller}() needs a message frame (a pandas DataFrame), not "
+            f"{type(frame).__name__}; pass a frame from bus.messages(guild_id)"
+        )
+    if "topics" not in frame.columns and set(DELIVERY_COLUMNS) <= set(frame.columns):
+        frame = to_messages(frame)
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise InvalidQuery(
+            f"{caller}() needs a message frame, but this frame lacks the "
+            f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+            "pass a frame from bus.messages(guild_id) (a delivery frame from "
+            "bus.deliveries() is collapsed to one row per message)"
+        )
+    return frame
 
 
 def home_guilds(msgs: pd.DataFrame) -> pd.Series:

@@ -17,10 +17,23 @@ from typing import Final
 
 import pandas as pd
 
-from rdebug_nb.latency import home_guilds
+from rdebug_nb.errors import GuildNotFound
+from rdebug_nb.latency import home_guilds, require_messages
 
 THROUGHPUT_COLUMNS: Final = ("time", "guild_id", "kind", "name", "messages", "errors")
 """Columns of :func:`throughput`, in order."""
+
+THROUGHPUT_INPUT: Final = (
+    "id",
+    "guild_id",
+    "topics",
+    "timestamp",
+    "sender_id",
+    "is_error",
+    "is_dead_letter",
+    "process_status",
+)
+"""Message-frame columns :func:`throughput` reads."""
 
 _KEYS: Final = ["time", "guild_id", "kind", "name"]
 
@@ -52,6 +65,12 @@ def throughput(
         under; agent rows count the messages an agent sent, a cross-guild copy
         once.
 
+    Raises
+    ------
+    InvalidQuery
+        If ``msgs`` is not a message frame (a delivery frame is collapsed to
+        one row per message first); the message names the missing columns.
+
     Examples
     --------
     >>> from rdebug_nb.latency import _example_messages
@@ -59,12 +78,46 @@ def throughput(
     >>> counts.loc[counts["name"] == "t", "messages"].tolist()
     [1, 0, 1]
     """
+    msgs = require_messages(msgs, THROUGHPUT_INPUT, "throughput")
     msgs = msgs.reset_index(drop=True)
     frame = pd.concat([_topic_counts(msgs, freq), _agent_counts(msgs, freq)])
     if fill and not frame.empty:
         frame = _filled(frame, freq)
     frame = frame.sort_values(_KEYS, kind="stable").reset_index(drop=True)
     return frame.loc[:, list(THROUGHPUT_COLUMNS)]
+
+
+def busiest_guild(guilds: pd.DataFrame) -> str:
+    """The namespace with the most messages in a guilds table.
+
+    Parameters
+    ----------
+    guilds : pandas.DataFrame
+        ``bus.guilds()``: columns ``namespace`` and ``messages``.
+
+    Returns
+    -------
+    str
+        The namespace (a guild id, or an organisation id) to analyse by default.
+
+    Raises
+    ------
+    GuildNotFound
+        If the table is empty: the server holds no topic key at all.
+
+    Examples
+    --------
+    >>> busiest_guild(pd.DataFrame({"namespace": ["a", "b"], "messages": [3, 7]}))
+    'b'
+    """
+    if guilds.empty:
+        raise GuildNotFound(
+            "the server holds no guild: no topic key <guild_id>:<topic> was found. "
+            "Connect to the Redis server your guilds use, or open a snapshot of "
+            "it with rd.open_snapshot(path)"
+        )
+    ranked = guilds.sort_values("messages", kind="stable")
+    return str(ranked["namespace"].iloc[-1])
 
 
 def _failed(msgs: pd.DataFrame) -> pd.Series:

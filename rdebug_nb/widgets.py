@@ -51,7 +51,7 @@ from rdebug_nb._views import (
     topic_options,
 )
 from rdebug_nb.errors import InvalidQuery
-from rdebug_nb.messages import to_messages
+from rdebug_nb.latency import require_messages
 
 if TYPE_CHECKING:
     from rdebug_nb.bus import Bus
@@ -135,6 +135,21 @@ def tail_view(tail: Tail, *, rows: int = 50) -> TailView:
     return TailView(tail, rows=rows)
 
 
+_INSPECTED: Final = (
+    "id",
+    "timestamp_ms",
+    "topics",
+    "sender_id",
+    "format",
+    "priority_name",
+    "hop_count",
+    "size",
+    "in_response_to",
+    "message_history",
+)
+"""Columns the inspector's table and links read."""
+
+
 def _busiest(guilds: pd.DataFrame) -> str | None:
     if guilds.empty:
         return None
@@ -215,7 +230,7 @@ class Inspector(_View):
         page_size: int = PAGE_SIZE,
     ) -> None:
         super().__init__()
-        frame = to_messages(msgs) if "topic" in msgs.columns else msgs
+        frame = require_messages(msgs, _INSPECTED, "inspect")
         self.messages = frame.reset_index(drop=True)
         self.filtered = self.messages
         self.links = build_links(self.messages)

@@ -10,23 +10,43 @@ import json
 import re
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import networkx as nx
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 import rdebug_nb as rd
 from rdebug_nb.backlog import BACKLOG_COLUMNS, backlog_table, position_table
 from rdebug_nb.failures import ERROR_COLUMNS, errors
+from rdebug_nb.figures import (
+    plot_error_rate,
+    plot_flow,
+    plot_heatmap,
+    plot_latency,
+    plot_sankey,
+    plot_timeline,
+    plot_volume,
+    plot_waterfall,
+)
+from rdebug_nb.graph import agent_node, topic_node
 from rdebug_nb.guilds import Position
 from rdebug_nb.keys import parse_position_key
-from rdebug_nb.latency import HOP_COLUMNS, hop_table, latency, latency_summary
+from rdebug_nb.latency import (
+    HOP_COLUMNS,
+    home_guilds,
+    hop_table,
+    latency,
+    latency_summary,
+)
 from rdebug_nb.messages import JsonArray
 from rdebug_nb.positions import load_backlog, read_positions
-from rdebug_nb.traffic import THROUGHPUT_COLUMNS, throughput
+from rdebug_nb.traffic import THROUGHPUT_COLUMNS, busiest_guild, throughput
 
 ERROR_LINE = re.compile(r"^- `(?P<key>[^`]+)` format `(?P<format>[^`]+)`: (?P<n>\d+)$")
 
@@ -326,3 +346,207 @@ def test_hops_read_from_stored_history_texts_equal_hops_from_dicts(
     assert from_texts["result"].is_unique
     assert len(from_texts) > 100
     pd.testing.assert_frame_equal(from_texts, hop_table(dicts))
+
+
+# -- small, empty and windowed frames ------------------------------------------
+
+SWEPT_GUILDS = [
+    "Ht4PqZr8wKd2VnXy6sTbLm",
+    "Jd8LbR2hFv6KwZ4yMq9TxC",
+    "Qm3sYv7TzA9cXe2RkWpN5d",
+    "acme-org",
+    "acme:support:echo",
+    "faulty-workers",
+    "orders-pipeline-01",
+]
+FIGURES: dict[str, Callable[[pd.DataFrame], go.Figure]] = {
+    "flow": plot_flow,
+    "sankey": plot_sankey,
+    "timeline": plot_timeline,
+    "heatmap-agent": plot_heatmap,
+    "heatmap-time": lambda msgs: plot_heatmap(msgs, "time"),
+    "latency": plot_latency,
+    "error-rate": plot_error_rate,
+    "volume": plot_volume,
+}
+
+
+@pytest.fixture(scope="module")
+def window_bus(valkey_url: str, capture: Path) -> Iterator[rd.Bus]:
+    """The capture on the embedded server only: frames do not depend on the server."""
+    bus = rd.connect(valkey_url.replace("/0", "/13"), progress=False, writable=True)
+    bus.client.flushdb()
+    bus.load_snapshot(capture / "keyspace.jsonl", expiry="restart")
+    yield bus
+    bus.client.flushdb()
+    bus.close()
+
+
+def windows(bus: rd.Bus, guild: str) -> dict[str, pd.DataFrame]:
+    """The guild's frames as a trial user makes them, each distinct one once.
+
+    Empty (a window after the data), its first message, its first five, and
+    every one-second window from its first message to its last.
+    """
+    msgs = bus.messages(guild)
+    found = {
+        "empty": bus.messages(guild, since="2030-01-01"),
+        "head(1)": msgs.head(1),
+        "head(5)": msgs.head(5),
+    }
+    start = msgs["timestamp"].min().floor("1s")
+    while start <= msgs["timestamp"].max():
+        end = start + pd.Timedelta("1s")
+        found[f"{start:%H:%M:%S}"] = bus.messages(guild, since=start, until=end)
+        start = end
+    distinct: dict[tuple[int, ...], str] = {}
+    for name, frame in found.items():
+        distinct.setdefault(tuple(sorted(map(int, frame["id"]))), name)
+    return {name: found[name] for name in distinct.values()}
+
+
+def check_analyses(msgs: pd.DataFrame) -> nx.DiGraph:
+    """The data views of a frame agree with the frame; returns its lineage."""
+    flow = rd.flow_graph(msgs)
+    lineage = rd.lineage_graph(msgs)
+    timing = latency(msgs)
+    counts = throughput(msgs)
+    report = errors(msgs)
+
+    homes = home_guilds(msgs.reset_index(drop=True)).tolist()
+    senders = {agent_node(g, a) for g, a in zip(homes, msgs["sender_id"], strict=True)}
+    stored = [
+        (g, t)
+        for g, ts in zip(msgs["guild_id"], msgs["topics"], strict=True)
+        for t in ts
+    ]
+    assert (flow.number_of_nodes() == 0) == msgs.empty
+    assert senders | {topic_node(g, t) for g, t in stored} <= set(flow)
+    assert {n for n, d in lineage.nodes(data=True) if d["stored"]} == set(
+        map(int, msgs["id"])
+    )
+    assert timing.by_agent["hops"].sum() == len(timing.hops)
+    assert counts.loc[counts["kind"] == "topic", "messages"].sum() == len(stored)
+    failed = msgs["is_error"] | msgs["is_dead_letter"]
+    assert len(report.deliveries) == sum(map(len, msgs.loc[failed, "topics"]))
+    return lineage
+
+
+def check_figures(msgs: pd.DataFrame) -> None:
+    """Every figure draws; an empty frame's says so in the middle of the figure."""
+    for name, plot in FIGURES.items():
+        fig = plot(msgs)
+        notes = [a.text for a in fig.layout.annotations if a.name == "empty note"]
+        if msgs.empty:
+            assert len(notes) == 1, name
+            assert notes[0].startswith("no messages"), name
+        elif name == "latency":
+            measured = hop_table(msgs)["latency_ms"].notna().any()
+            assert notes == ([] if measured else ["no hop with a measured latency"])
+        else:
+            assert notes == [], name
+        if name == "flow":
+            drawn = {
+                k for t in fig.data if t.customdata is not None for k in t.customdata
+            }
+            assert drawn == set(rd.flow_graph(msgs))
+
+
+def check_chains(msgs: pd.DataFrame, lineage: nx.DiGraph) -> None:
+    """The trace, critical path and waterfall of the frame's last message."""
+    if msgs.empty:
+        with pytest.raises(rd.MessageNotFound):
+            rd.trace(msgs, 9742500132942774272)
+        return
+    last = int(msgs["id"].iloc[-1])
+    chain = rd.trace(msgs, last, graph=lineage)
+    path = rd.critical_path(msgs, last, graph=lineage)
+    fig = plot_waterfall(chain)
+
+    assert chain.loc[chain["is_target"], "id"].tolist() == [last]
+    assert len(path) >= 1
+    assert set(path["id"]) <= set(lineage)
+    assert len(fig.data[0].y) == len(chain)
+    assert fig.layout.title.text == f"Trace of message {last}"
+
+
+@pytest.mark.parametrize("guild", SWEPT_GUILDS)
+def test_every_window_of_every_guild_is_analysed_and_drawn(
+    window_bus: rd.Bus, guild: str
+) -> None:
+    frames = windows(window_bus, guild)
+
+    assert {"empty", "head(1)"} <= set(frames)
+    for name, msgs in frames.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                lineage = check_analyses(msgs)
+                check_figures(msgs)
+                check_chains(msgs, lineage)
+        except AssertionError as err:
+            raise AssertionError(f"{guild}, frame {name}: {err}") from err
+
+
+def test_the_busiest_guild_is_the_one_with_most_messages(capture_bus: rd.Bus) -> None:
+    assert busiest_guild(capture_bus.guilds()) == "orders-pipeline-01"
+
+
+def test_a_server_without_guilds_has_no_busiest_guild(fresh_bus: rd.Bus) -> None:
+    guilds = fresh_bus.guilds()
+
+    with pytest.raises(rd.GuildNotFound, match="the server holds no guild"):
+        busiest_guild(guilds)
+
+
+def test_a_delivery_frame_is_analysed_as_its_messages(capture_bus: rd.Bus) -> None:
+    deliveries = capture_bus.deliveries("faulty-workers")
+    msgs = capture_bus.messages("faulty-workers")
+
+    pd.testing.assert_frame_equal(latency(deliveries).by_edge, latency(msgs).by_edge)
+    pd.testing.assert_frame_equal(throughput(deliveries), throughput(msgs))
+    pd.testing.assert_frame_equal(errors(deliveries).groups, errors(msgs).groups)
+    pd.testing.assert_frame_equal(
+        errors(deliveries).dead_letters, errors(msgs).dead_letters
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "missing"),
+    [
+        ("latency", "'topics', 'message_history'"),
+        ("throughput", "'topics'"),
+        ("errors", "'topics', 'payload', 'message_history'"),
+        ("dead_letters", "'payload'"),
+    ],
+)
+def test_a_frame_without_message_columns_is_refused(
+    capture_bus: rd.Bus, name: str, missing: str
+) -> None:
+    columns = ["topics", "payload", "message_history"]
+    msgs = capture_bus.messages("faulty-workers").drop(columns=columns)
+
+    with pytest.raises(rd.InvalidQuery) as caught:
+        getattr(rd, name)(msgs)
+
+    text = str(caught.value)
+    assert text.startswith(f"{name}() needs a message frame")
+    assert f"lacks the column{'s' if ',' in missing else ''} {missing};" in text
+    assert "pass a frame from bus.messages(guild_id)" in text
+
+
+def test_something_else_than_a_frame_is_refused() -> None:
+    with pytest.raises(rd.InvalidQuery, match=r"latency\(\) needs .* not list"):
+        latency([1, 2])  # type: ignore[arg-type]
+
+
+def test_missing_values_of_the_error_tables_show_one_way(
+    all_msgs: pd.DataFrame,
+) -> None:
+    report = errors(all_msgs)
+
+    shown = [report.deliveries, report.groups, report.dead_letters]
+    cells = [re.findall(r"<td>(.*?)</td>", frame.to_html()) for frame in shown]
+    assert "&lt;NA&gt;" in cells[0]  # process_status and error_type of some
+    for found in cells:
+        assert not {"None", "NaN", "nan"} & set(found)

@@ -8,6 +8,8 @@ import sys
 import rdebug_nb as rd
 
 PUBLIC = {
+    "busiest_guild",
+    "to_edge_table",
     "BACKLOG_COLUMNS",
     "Bus",
     "CommandTimeout",

@@ -27,7 +27,7 @@ from rdebug_nb.figures import (
     plot_volume,
     plot_waterfall,
 )
-from rdebug_nb.graph import flow_graph, trace
+from rdebug_nb.graph import TRACE_COLUMNS, chain_frame, flow_graph, trace
 from rdebug_nb.latency import latency
 from rdebug_nb.messages import decode_deliveries, to_messages
 
@@ -308,3 +308,79 @@ def test_latency_boxes_per_agent(all_msgs: pd.DataFrame) -> None:
     assert len(box.x) == len(measured)
     assert sorted(box.median) == pytest.approx(sorted(measured["p50_ms"]))
     assert [t.name for t in fig.data] == ["latency", "p95", "p99"]
+
+
+def empty_notes(fig: go.Figure) -> list[str]:
+    return [a.text for a in fig.layout.annotations if a.name == "empty note"]
+
+
+@pytest.mark.parametrize("name", sorted(PLOTS))
+def test_a_figure_of_an_empty_window_says_so(name: str, capture_bus: rd.Bus) -> None:
+    msgs = capture_bus.messages("faulty-workers", since="2030-01-01")
+
+    fig = PLOTS[name](msgs)
+
+    assert msgs.empty
+    assert len(empty_notes(fig)) == 1
+    assert empty_notes(fig)[0].startswith("no messages")
+    assert fig.layout.xaxis.visible is False
+
+
+def test_a_waterfall_of_an_empty_trace_says_so() -> None:
+    chain = chain_frame(nx.DiGraph())
+
+    fig = plot_waterfall(chain)
+
+    assert list(chain.columns) == list(TRACE_COLUMNS)
+    assert empty_notes(fig) == ["no messages in this trace"]
+    assert fig.layout.title.text == "Trace of no message"
+
+
+def test_a_one_message_window_is_drawn_without_notes(capture_bus: rd.Bus) -> None:
+    msgs = capture_bus.messages("orders-pipeline-01").tail(1)
+
+    figures = {name: plot(msgs) for name, plot in PLOTS.items()}
+
+    assert len(msgs) == 1
+    assert all(not empty_notes(figures[name]) for name in PLOTS if name != "latency")
+    assert empty_notes(figures["latency"]) == ["no hop with a measured latency"]
+    assert len(figures["timeline"].data[0].x) + len(figures["timeline"].data[2].x) == 1
+
+
+def test_a_waterfall_needs_a_trace_or_a_message_id(all_msgs: pd.DataFrame) -> None:
+    with pytest.raises(rd.InvalidQuery, match="a message frame but no message_id"):
+        plot_waterfall(all_msgs)
+    with pytest.raises(rd.InvalidQuery, match="without the columns 'depth'"):
+        plot_waterfall(all_msgs[["id", "format"]])
+
+
+def test_a_waterfall_of_a_trace_marks_its_target_and_root(
+    all_msgs: pd.DataFrame,
+) -> None:
+    longest = int(all_msgs.sort_values(["hop_count", "timestamp"])["id"].iloc[-1])
+    chain = trace(all_msgs, longest)
+
+    fig = plot_waterfall(chain)
+
+    assert fig.layout.title.text == f"Trace of message {longest}"
+    head, link = fig.data[0].hovertext[0].split("<br>")[:2]
+    assert head.endswith("</b> ")  # the root was processed by no one
+    assert link.endswith("(root)")
+
+
+@pytest.mark.parametrize("name", sorted(PLOTS))
+def test_a_figure_of_a_frame_without_message_columns_is_refused(
+    name: str, all_msgs: pd.DataFrame
+) -> None:
+    msgs = all_msgs.drop(columns=["topics"])
+
+    with pytest.raises(rd.InvalidQuery, match=r"^plot_\w+\(\) needs a message frame"):
+        PLOTS[name](msgs)
+
+
+def test_a_delivery_frame_is_drawn_as_its_messages(capture_bus: rd.Bus) -> None:
+    deliveries = capture_bus.deliveries("faulty-workers")
+    msgs = capture_bus.messages("faulty-workers")
+
+    for plot in (plot_flow, plot_timeline, plot_volume):
+        assert plot(deliveries).to_json() == plot(msgs).to_json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import rdebug_nb as rd
 from rdebug_nb.errors import MessageNotFound
 from rdebug_nb.graph import (
     AGENT,
+    EDGE_COLUMNS,
     TOPIC,
     agent_node,
     critical_path,
@@ -30,6 +32,7 @@ from rdebug_nb.graph import (
     lineage_graph,
     read_graphml,
     to_dot,
+    to_edge_table,
     to_graphml,
     to_node_link,
     topic_node,
@@ -288,3 +291,115 @@ def test_dot_of_the_capture_names_every_node(lineage: nx.DiGraph) -> None:
 
     assert all(f'"{node}" [label=' in text for node in lineage)
     assert text.count(" -> ") == lineage.number_of_edges()
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_the_first_messages_make_a_small_flow_graph(
+    capture_bus: rd.Bus, members: list[tuple[str, dict[str, Any]]], count: int
+) -> None:
+    msgs = capture_bus.messages(ORDERS).head(count)
+    ids = set(map(int, msgs["id"]))
+    stored = [
+        (k, b) for k, b in members if k.startswith(f"{ORDERS}:") and b["id"] in ids
+    ]
+    published = {
+        (
+            agent_node(ORDERS, b["sender"]["id"]),
+            topic_node(ORDERS, k[len(ORDERS) + 1 :]),
+        )
+        for k, b in stored
+    }
+    delivered = {
+        (topic_node(ORDERS, e["from_topic"]), agent_node(ORDERS, e["agent"]["id"]))
+        for _, b in stored
+        for e in b["message_history"]
+        if e["from_topic"]
+    }
+
+    graph = flow_graph(msgs)
+
+    relation = {(u, v): d["relation"] for u, v, d in graph.edges(data=True)}
+    assert published <= {e for e, r in relation.items() if r == "publish"}
+    assert delivered == {e for e, r in relation.items() if r == "deliver"}
+    for node, data in graph.nodes(data=True):
+        if data["kind"] == AGENT:
+            assert data["messages"] == data["published"] + data["processed"] >= 1
+        else:
+            held = {b["id"] for k, b in stored if k == node.removeprefix("topic:")}
+            assert data["messages"] >= len(held)
+
+
+def test_an_empty_window_gives_empty_graphs(capture_bus: rd.Bus) -> None:
+    msgs = capture_bus.messages(ORDERS, since="2030-01-01")
+
+    assert msgs.empty
+    assert flow_graph(msgs).number_of_nodes() == 0
+    assert lineage_graph(msgs).number_of_nodes() == 0
+    assert to_edge_table(flow_graph(msgs)).columns.tolist() == list(EDGE_COLUMNS)
+    with pytest.raises(MessageNotFound):
+        critical_path(msgs, 9742500132942774272)
+
+
+def test_a_delivery_frame_is_read_as_its_messages(capture_bus: rd.Bus) -> None:
+    deliveries = capture_bus.deliveries(ORDERS)
+    msgs = capture_bus.messages(ORDERS)
+    last = int(msgs.sort_values(["hop_count", "timestamp"])["id"].iloc[-1])
+
+    by_delivery, by_message = flow_graph(deliveries), flow_graph(msgs)
+
+    assert len(deliveries) > len(msgs)
+    assert dict(by_delivery.nodes(data=True)) == dict(by_message.nodes(data=True))
+    assert sorted(by_delivery.edges(data=True)) == sorted(by_message.edges(data=True))
+    pd.testing.assert_frame_equal(trace(deliveries, last), trace(msgs, last))
+
+
+@pytest.mark.parametrize(
+    "name", ["flow_graph", "lineage_graph", "trace", "critical_path"]
+)
+def test_a_frame_without_message_columns_is_refused(
+    capture_bus: rd.Bus, name: str
+) -> None:
+    msgs = capture_bus.messages(ORDERS).drop(columns=["topics", "message_history"])
+    args = (msgs,) if name.endswith("graph") else (msgs, int(msgs["id"].iloc[0]))
+
+    with pytest.raises(rd.InvalidQuery) as caught:
+        getattr(rd, name)(*args)
+
+    text = str(caught.value)
+    assert text.startswith(f"{name}() needs a message frame")
+    assert "'topics', 'message_history'" in text
+    assert "bus.messages(" in text
+
+
+def test_edge_table_lists_every_flow_edge_busiest_first(capture_bus: rd.Bus) -> None:
+    graph = flow_graph(capture_bus.messages(ORDERS))
+    entry = graph.edges[
+        topic_node(ORDERS, "orders.in"), agent_node(ORDERS, "validator")
+    ]
+
+    table = to_edge_table(graph)
+
+    assert table.columns.tolist() == list(EDGE_COLUMNS)
+    assert set(zip(table["source"], table["target"], strict=True)) == set(graph.edges)
+    assert table["count"].is_monotonic_decreasing
+    row = table.loc[(table["from"] == "orders.in") & (table["to"] == "validator")]
+    assert row[["count", "hops", "errors"]].iloc[0].tolist() == [
+        entry["count"],
+        entry["hops"],
+        entry["errors"],
+    ]
+    assert row["p95_ms"].iloc[0] == entry["p95_ms"]
+
+
+def test_missing_values_of_a_chain_table_show_one_way(
+    all_msgs: pd.DataFrame, lineage: nx.DiGraph
+) -> None:
+    longest = int(all_msgs.sort_values(["hop_count", "timestamp"])["id"].iloc[-1])
+
+    for chain in (
+        trace(all_msgs, longest, graph=lineage),
+        critical_path(all_msgs, longest, graph=lineage),
+    ):
+        cells = re.findall(r"<td>(.*?)</td>", chain.to_html())
+        assert "&lt;NA&gt;" in cells  # the root has no parent, relation, processor
+        assert not {"None", "NaN", "nan", ""} & set(cells)

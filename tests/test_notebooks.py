@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import pandas as pd
 import pytest
 
@@ -87,14 +86,11 @@ def summary_cell(bus: rd.Bus, guild: str, wrong: bool, tmp: Path) -> list[Output
 
 
 def edges_cell(bus: rd.Bus, guild: str, wrong: bool, tmp: Path) -> list[Output]:
-    flow = rd.flow_graph(bus.messages(guild))
-    names = {n: d.get("agent_id") or d["topic"] for n, d in flow.nodes(data=True)}
-    edges = nx.to_pandas_edgelist(flow, source="from", target="to")
-    edges = edges.replace({"from": names, "to": names})
+    edges = rd.to_edge_table(rd.flow_graph(bus.messages(guild)))
     if wrong:
         first(edges, "count", edges["relation"] == "deliver")
     columns = ["from", "to", "relation", "count", "errors", "p50_ms", "p95_ms"]
-    return shown(edges.sort_values("count", ascending=False)[columns].head(40))
+    return shown(edges[columns].head(40))
 
 
 def trace_cell(bus: rd.Bus, guild: str, wrong: bool, tmp: Path) -> list[Output]:

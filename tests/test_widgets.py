@@ -475,3 +475,10 @@ def test_the_explorer_starts_on_the_busiest_guild(capture_bus: rd.Bus) -> None:
     busiest = guilds.sort_values("deliveries").iloc[-1]["namespace"]
     assert ex.guild_box.value == busiest == ORDERS
     assert busiest != sorted(guilds["namespace"])[0]
+
+
+def test_inspecting_a_frame_without_the_needed_columns_says_which(
+    orders: pd.DataFrame,
+) -> None:
+    with pytest.raises(InvalidQuery, match="inspect\\(\\) needs a message frame"):
+        inspect(orders[["id", "payload"]])
