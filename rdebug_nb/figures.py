@@ -1028,6 +1028,23 @@ def plot_volume(
 # -- shared ------------------------------------------------------------------------
 
 
+def _annotate(
+    fig: go.Figure, text: str, *, name: str, x: float, y: float, size: int, xanchor: str
+) -> None:
+    """Grey text placed on the paper (not the data), escaped."""
+    fig.add_annotation(
+        text=escape(text),
+        xref="paper",
+        yref="paper",
+        x=x,
+        y=y,
+        showarrow=False,
+        xanchor=xanchor,
+        font={"size": size, "color": "#555555"},
+        name=name,
+    )
+
+
 def _layout(title: str) -> go.Layout:
     return go.Layout(
         title={"text": title},
@@ -1037,31 +1054,12 @@ def _layout(title: str) -> go.Layout:
 
 
 def _note(fig: go.Figure, text: str) -> None:
-    fig.add_annotation(
-        text=escape(text),
-        xref="paper",
-        yref="paper",
-        x=0,
-        y=1.06,
-        showarrow=False,
-        xanchor="left",
-        font={"size": 12, "color": "#555555"},
-        name="cap note",
-    )
+    _annotate(fig, text, name="cap note", x=0, y=1.06, size=12, xanchor="left")
 
 
 def _empty_note(fig: go.Figure, text: str) -> None:
     """Say in the middle of an empty figure why it is empty; hide its axes."""
-    fig.add_annotation(
-        text=escape(text),
-        xref="paper",
-        yref="paper",
-        x=0.5,
-        y=0.5,
-        showarrow=False,
-        font={"size": 16, "color": "#555555"},
-        name="empty note",
-    )
+    _annotate(fig, text, name="empty note", x=0.5, y=0.5, size=16, xanchor="center")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(height=300)

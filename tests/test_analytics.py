@@ -47,6 +47,7 @@ from rdebug_nb.latency import (
 from rdebug_nb.messages import JsonArray
 from rdebug_nb.positions import load_backlog, read_positions
 from rdebug_nb.traffic import THROUGHPUT_COLUMNS, busiest_guild, throughput
+from tests.test_export import GUILDS
 
 ERROR_LINE = re.compile(r"^- `(?P<key>[^`]+)` format `(?P<format>[^`]+)`: (?P<n>\d+)$")
 
@@ -350,15 +351,7 @@ def test_hops_read_from_stored_history_texts_equal_hops_from_dicts(
 
 # -- small, empty and windowed frames ------------------------------------------
 
-SWEPT_GUILDS = [
-    "Ht4PqZr8wKd2VnXy6sTbLm",
-    "Jd8LbR2hFv6KwZ4yMq9TxC",
-    "Qm3sYv7TzA9cXe2RkWpN5d",
-    "acme-org",
-    "acme:support:echo",
-    "faulty-workers",
-    "orders-pipeline-01",
-]
+SWEPT_GUILDS = GUILDS  # every namespace of the capture
 FIGURES: dict[str, Callable[[pd.DataFrame], go.Figure]] = {
     "flow": plot_flow,
     "sankey": plot_sankey,
