@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import rdebug_nb as rd
 from rdebug_nb.bus import URL_VARIABLE
@@ -196,7 +196,15 @@ def _replay(args: argparse.Namespace) -> int:
                 "sandbox, --force overrides)"
             ) from err
     print(plan)
+    if not plan.written:
+        print(_REPLAY_FLAGS if plan.refusal else "  (dry run: add --write to write)")
     return 0
+
+
+_REPLAY_FLAGS: Final = (
+    "  on the command line: --write writes, --writable marks the server as a "
+    "sandbox, --force overrides the refusal"
+)
 
 
 def _demo(args: argparse.Namespace) -> int:

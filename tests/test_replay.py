@@ -352,3 +352,20 @@ def test_the_replay_command_names_its_own_flags_when_refusing(
     assert status == 1
     assert "--writable marks the server as a sandbox" in capsys.readouterr().err
     assert sandbox.client.dbsize() == 0
+
+
+def test_a_dry_run_of_the_replay_command_names_the_flags_to_write(
+    exported: Path, sandbox: rd.Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rdebug_nb.cli import main
+
+    command = ["replay", str(exported), "--guild", TARGET, "--redis-url", sandbox.url]
+
+    assert main(command) == 0
+    refused = capsys.readouterr().out
+    assert main([*command, "--writable"]) == 0
+    allowed = capsys.readouterr().out
+
+    assert "--writable marks the server as a sandbox" in refused
+    assert "dry run: add --write to write" in allowed
+    assert sandbox.client.dbsize() == 0
