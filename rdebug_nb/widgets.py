@@ -37,6 +37,7 @@ from rdebug_nb import _render
 from rdebug_nb._query import (
     MessageFilter,
     filter_messages,
+    parse_query,
     statuses_of,
     to_ms,
 )
@@ -148,6 +149,17 @@ _INSPECTED: Final = (
     "message_history",
 )
 """Columns the inspector's table and links read."""
+
+
+def _text_search_note(query: str) -> str:
+    """Say when a query was searched as free text (it has no operator)."""
+    text = parse_query(query).text
+    if not text:
+        return ""
+    return (
+        f"; {query.strip()!r} was searched as free text (conditions look like "
+        "sender_id == 'worker')"
+    )
 
 
 def _busiest(guilds: pd.DataFrame) -> str | None:
@@ -489,6 +501,7 @@ class Inspector(_View):
         self.show_status(
             f"{len(rows):,} of {len(self.messages):,} messages match"
             + (" (trace)" if self._trace is not None else "")
+            + _text_search_note(self.where.query)
         )
         self._go(target)
 

@@ -163,6 +163,9 @@ def test_free_text_searches_payload_sender_and_format(orders: pd.DataFrame) -> N
     ins.query_box.value = "Hooli"
 
     assert ids(ins.filtered) == ids(orders[orders.apply(has_hooli, axis=1)])
+    assert "&#x27;Hooli&#x27; was searched as free text" in ins.status.value
+    ins.query_box.value = "sender_id == 'validator'"
+    assert "free text" not in ins.status.value
 
 
 def test_a_mistyped_query_is_shown_and_the_table_stays(
