@@ -33,7 +33,7 @@ from typing import Any, Final
 import pandas as pd
 
 from rdebug_nb.keys import split_topic_key
-from rdebug_nb.latency import require_messages
+from rdebug_nb.messages import require_messages
 
 ERROR_COLUMNS: Final = (
     "id",

@@ -51,8 +51,8 @@ from rdebug_nb.latency import (
     home_guilds,
     hop_table,
     is_org_copy,
-    require_messages,
 )
+from rdebug_nb.messages import require_messages
 from rdebug_nb.traffic import THROUGHPUT_INPUT, throughput
 
 ERROR_COLOR: Final = "#d62728"

@@ -67,8 +67,8 @@ from rdebug_nb.latency import (
     hop_table,
     is_org_copy,
     latency_summary,
-    require_messages,
 )
+from rdebug_nb.messages import require_messages
 
 AGENT: Final = "agent"
 """``kind`` of an agent node in a flow graph."""

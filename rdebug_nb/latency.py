@@ -38,10 +38,9 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from rdebug_nb.errors import InvalidQuery
 from rdebug_nb.ids import RUSTICAI_EPOCH_MS, to_uint64
 from rdebug_nb.keys import ORG_INBOX_PREFIX
-from rdebug_nb.messages import DELIVERY_COLUMNS, JsonArray, to_messages
+from rdebug_nb.messages import JsonArray, require_messages
 
 HOP_COLUMNS: Final = (
     "guild_id",
@@ -279,47 +278,6 @@ def hop_table(msgs: pd.DataFrame) -> pd.DataFrame:
     _add_result_facts(hops, msgs, org)
     hops = hops.sort_values(["result_time", "result"], kind="stable")
     return hops.loc[:, list(HOP_COLUMNS)].reset_index(drop=True)
-
-
-def require_messages(
-    frame: pd.DataFrame, columns: Sequence[str], caller: str
-) -> pd.DataFrame:
-    """``frame`` as a message frame holding ``columns``, checked for ``caller``.
-
-    A delivery frame (``bus.deliveries()``: one row per stored copy) is collapsed
-    to one row per message with :func:`rdebug_nb.messages.to_messages`; any
-    other frame is returned as it is.
-
-    Raises
-    ------
-    InvalidQuery
-        If ``frame`` is not a DataFrame or lacks some of ``columns``; the message
-        names them and says where a message frame comes from.
-
-    Examples
-    --------
-    >>> frame = pd.DataFrame({"id": [1]})
-    >>> require_messages(frame, ["id", "topics"], "latency")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    rdebug_nb.errors.InvalidQuery: latency() needs a message frame, but this ...
-    """
-    if not isinstance(frame, pd.DataFrame):
-        raise InvalidQuery(
-            f"{caller}() needs a message frame (a pandas DataFrame), not "
-            f"{type(frame).__name__}; pass a frame from bus.messages(guild_id)"
-        )
-    if "topics" not in frame.columns and set(DELIVERY_COLUMNS) <= set(frame.columns):
-        frame = to_messages(frame)
-    missing = [name for name in columns if name not in frame.columns]
-    if missing:
-        raise InvalidQuery(
-            f"{caller}() needs a message frame, but this frame lacks the "
-            f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
-            "pass a frame from bus.messages(guild_id) (a delivery frame from "
-            "bus.deliveries() is collapsed to one row per message)"
-        )
-    return frame
 
 
 def home_guilds(msgs: pd.DataFrame) -> pd.Series:

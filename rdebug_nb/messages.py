@@ -113,7 +113,7 @@ from msgspec.structs import astuple
 from pandas.api.extensions import ExtensionArray, ExtensionDtype, take
 from pandas.api.indexers import check_array_indexer
 
-from rdebug_nb.errors import MalformedMessage
+from rdebug_nb.errors import InvalidQuery, MalformedMessage
 from rdebug_nb.ids import PRIORITY_NAMES, priority_names
 from rdebug_nb.keys import DEAD_LETTER_TOPIC
 
@@ -736,6 +736,47 @@ def to_messages(deliveries: pd.DataFrame) -> pd.DataFrame:
         frame["topics"] = pd.Series(topics, dtype=object, copy=False)
         frame = frame.loc[:, list(MESSAGE_COLUMNS)]
     frame.attrs = dict(deliveries.attrs)
+    return frame
+
+
+def require_messages(
+    frame: pd.DataFrame, columns: Sequence[str], caller: str
+) -> pd.DataFrame:
+    """``frame`` as a message frame holding ``columns``, checked for ``caller``.
+
+    A delivery frame (``bus.deliveries()``: one row per stored copy) is collapsed
+    to one row per message with :func:`rdebug_nb.messages.to_messages`; any
+    other frame is returned as it is.
+
+    Raises
+    ------
+    InvalidQuery
+        If ``frame`` is not a DataFrame or lacks some of ``columns``; the message
+        names them and says where a message frame comes from.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"id": [1]})
+    >>> require_messages(frame, ["id", "topics"], "latency")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    rdebug_nb.errors.InvalidQuery: latency() needs a message frame, but this ...
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise InvalidQuery(
+            f"{caller}() needs a message frame (a pandas DataFrame), not "
+            f"{type(frame).__name__}; pass a frame from bus.messages(guild_id)"
+        )
+    if "topics" not in frame.columns and set(DELIVERY_COLUMNS) <= set(frame.columns):
+        frame = to_messages(frame)
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise InvalidQuery(
+            f"{caller}() needs a message frame, but this frame lacks the "
+            f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+            "pass a frame from bus.messages(guild_id) (a delivery frame from "
+            "bus.deliveries() is collapsed to one row per message)"
+        )
     return frame
 
 

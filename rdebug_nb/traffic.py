@@ -18,7 +18,8 @@ from typing import Final
 import pandas as pd
 
 from rdebug_nb.errors import GuildNotFound
-from rdebug_nb.latency import home_guilds, require_messages
+from rdebug_nb.latency import home_guilds
+from rdebug_nb.messages import require_messages
 
 THROUGHPUT_COLUMNS: Final = ("time", "guild_id", "kind", "name", "messages", "errors")
 """Columns of :func:`throughput`, in order."""

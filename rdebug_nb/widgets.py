@@ -52,7 +52,7 @@ from rdebug_nb._views import (
     topic_options,
 )
 from rdebug_nb.errors import InvalidQuery
-from rdebug_nb.latency import require_messages
+from rdebug_nb.messages import require_messages
 
 if TYPE_CHECKING:
     from rdebug_nb.bus import Bus
