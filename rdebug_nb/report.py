@@ -132,6 +132,9 @@ def _execute(
                 progress_bar=False,
                 execution_timeout=timeout,
                 kernel_name="python3",
+                # The kernel listens on 127.0.0.1 only; its start-up warning
+                # about unencrypted TCP is noise on every report.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except papermill.PapermillExecutionError as err:
             where = f"{path.name} failed in cell {err.exec_count}"

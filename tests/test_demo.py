@@ -20,6 +20,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         command, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
+    assert "without encryption" not in done.stderr  # kernel start-up noise
     return done.stdout, out
 
 
