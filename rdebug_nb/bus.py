@@ -674,8 +674,7 @@ class Bus:
         if isinstance(guilds, str):
             guilds = [guilds]
         with self._guard("reading keys for the snapshot"):
-            keys = sorted(self._snapshot_keys(guilds))
-            self._check_guilds_found(guilds, keys)
+            keys = self._snapshot_keys(guilds)
             now = (
                 now_ms
                 if now_ms is not None
@@ -813,29 +812,25 @@ class Bus:
         logger.info("fetched %s pages, %s entries", len(pages), sum(map(len, answers)))
         return answers
 
-    def _snapshot_keys(self, guilds: Sequence[str] | None) -> Iterator[str]:
+    def _snapshot_keys(self, guilds: Sequence[str] | None) -> list[str]:
+        """Every key, or the keys of ``guilds``; a named guild must own one."""
         if guilds is None:
-            yield from discovery.scan_keys(self.client)
-            return
-        wanted = set(guilds)
+            return sorted(discovery.scan_keys(self.client))
         space = self.keyspace()
+        keys: list[str] = []
+        owners: set[str] = set()
         for key in discovery.scan_keys(self.client):
-            if _belongs(key, wanted, space):
-                yield key
-
-    def _check_guilds_found(
-        self, guilds: Sequence[str] | None, keys: list[str]
-    ) -> None:
-        """Raise GuildNotFound for a named guild that owns none of ``keys``."""
-        if guilds is None:
-            return
-        space = self.keyspace()
-        missing = [g for g in guilds if not any(_belongs(k, {g}, space) for k in keys)]
+            found = {g for g in guilds if _belongs(key, {g}, space)}
+            if found:
+                keys.append(key)
+                owners |= found
+        missing = [g for g in guilds if g not in owners]
         if missing:
             raise GuildNotFound(
                 f"no key of guild {missing} on {self.url}, so no snapshot was "
                 "written; bus.guilds() lists the namespaces that exist"
             )
+        return sorted(keys)
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
