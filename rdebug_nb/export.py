@@ -748,16 +748,17 @@ def _frames(
     if isinstance(msgs, pd.DataFrame):
         return iter([_checked(msgs, jsonl)]), msgs
     iterator = iter(msgs)
-    first = next(iterator, None)
-    if first is None:
+    head = next(iterator, None)
+    if head is None:
         raise SnapshotError("nothing to export: the iterable of frames is empty")
+    first = _checked(head, jsonl)
 
     def chained() -> Iterator[pd.DataFrame]:
-        yield _checked(first, jsonl)
+        yield first
         for frame in iterator:
             yield _checked(frame, jsonl)
 
-    return chained(), _checked(first, jsonl)
+    return chained(), first
 
 
 def _jsonl_columns(frame: pd.DataFrame) -> tuple[str, ...]:
